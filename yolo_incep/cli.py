@@ -1,0 +1,60 @@
+"""`yolo-incep` command line: one subcommand per module, imported only when chosen (start-up stays fast)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import InputError
+
+# name -> (module defining add_arguments(parser) and run(args) -> int, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("yolo_incep.demo", "train and compare yolov8n-incep vs yolov8n on an embedded synthetic dataset"),
+    "convert": ("yolo_incep.data.visdrone", "convert VisDrone annotations to YOLO labels (keeps ignored regions)"),
+    "split": ("yolo_incep.data.split", "split a converted dataset into train/val by sequence id"),
+    "tile": ("yolo_incep.data.tile", "slice images and labels into overlapping tiles"),
+    "compare": ("yolo_incep.eval.compare", "COCO-style AP / AP_small of several models on one dataset"),
+    "swap": ("yolo_incep.swap", "rewrite an Ultralytics model YAML to use Inception blocks"),
+    "load-weights": ("yolo_incep.weights", "load InceptionNeXt ImageNet weights into a model's backbone"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: yolo-incep COMMAND [ARGS...]   (yolo-incep COMMAND --help for its arguments)", "", "commands:"]
+    lines += [f"  {name:<14}{help_}" for name, (_, help_) in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Dispatch to a subcommand; bad input ends with a one-line error and exit status 2, never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    if argv[0] in {"-V", "--version"}:
+        from . import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"yolo-incep: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"yolo-incep {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except InputError as e:
+        print(f"yolo-incep {name}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"yolo-incep {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

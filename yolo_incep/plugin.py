@@ -1,0 +1,183 @@
+"""Teach Ultralytics about yolo_incep: layer names in model YAMLs, YAML lookup by name, fusing and safe loading.
+
+Nothing needs to call this by hand: the `yolo_incep.pth` file that the package installs runs
+`yolo_incep._bootstrap` at interpreter start-up, which calls `install` right after Ultralytics imports
+`ultralytics.nn.tasks`. `install()` is idempotent and may also be called explicitly.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import sys
+import threading
+from pathlib import Path
+from types import ModuleType
+
+from .errors import InputError
+
+SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested), see tests/test_plugin.py
+SUPPORTED_TEXT = "ultralytics>=8.4.0,<8.5.0"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# Inside an installed wheel the YAMLs sit in the package; in a source checkout (editable install) beside it.
+MODEL_YAMLS = next((p for p in (_PACKAGE_DIR / "model_yamls", _PACKAGE_DIR.parent / "model_yamls") if p.is_dir()),
+                   _PACKAGE_DIR / "model_yamls")
+_lock = threading.RLock()  # parse_model rebinds module globals of ultralytics.nn.tasks while it runs
+
+
+def version_tuple(version: str) -> tuple[int, int, int]:
+    """'8.4.190' -> (8, 4, 190); pre-release or local suffixes are ignored."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:3]]
+    return tuple(parts + [0] * (3 - len(parts)))  # type: ignore[return-value]
+
+
+def is_supported(version: str) -> bool:
+    """Whether this Ultralytics version is inside the tested range."""
+    return SUPPORTED_RANGE[0] <= version_tuple(version) < SUPPORTED_RANGE[1]
+
+
+def layer_classes() -> dict[str, type]:
+    """Every layer a model YAML may name, by name."""
+    from . import nn as ynn
+
+    return {name: getattr(ynn, name) for name in ynn.__all__}
+
+
+def resolve_model_yaml(path):
+    """Map a bare name like 'yolov8n-incep.yaml' to our model_yamls/ when neither it nor a local file matches."""
+    p = Path(path)
+    if p.suffix not in {".yaml", ".yml"} or len(p.parts) != 1 or p.exists():
+        return path
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", p.name)  # the scale letter is dropped, as Ultralytics does
+    for name in (p.name, unified):
+        if (MODEL_YAMLS / name).is_file():
+            return MODEL_YAMLS / p.name  # Ultralytics strips the scale from this path itself and keeps the letter
+    return path
+
+
+class _RowDispatch(type):
+    """Metaclass of the stand-ins bound to a stock layer name (and our names) while parse_model runs.
+
+    parse_model decides a row's channel, width and depth handling by the identity of the class its name resolves
+    to. Binding a stand-in to both 'C2f' and 'C2fIncep' makes our rows take exactly the stock C2f path; the stand-in
+    then builds the class the row actually names, found by the row index `i` of the running parse_model.
+    """
+
+    def __call__(cls, *args, **kwargs):
+        frame = sys._getframe(1)
+        while frame is not None and frame.f_code is not cls.parse_code:
+            frame = frame.f_back
+        i = frame.f_locals["i"] if frame is not None else None
+        target = cls.rows.get(i, cls.stock)
+        type.__setattr__(cls, "built", target)
+        if target is cls.stock:
+            return target(*args, **kwargs)
+        try:
+            return target(*args, **kwargs)
+        except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:
+            name = target.__name__
+            raise InputError(f"{cls.yaml_file}: layer row {i} ({name}): bad arguments {list(args)}: {e}") from e
+
+    def __repr__(cls):
+        return repr(cls.built)  # parse_model records str(m) as the layer type
+
+    # parse_model also reads and sets class attributes through the name (Conv.default_act, Detect.legacy)
+    def __getattr__(cls, name):
+        return getattr(cls.stock, name)
+
+    def __setattr__(cls, name, value):
+        setattr(cls.stock, name, value)
+
+
+def _stand_in(name: str, stock, rows: dict[int, type], parse_code, yaml_file: str):
+    from torch import nn
+
+    attrs = {"stock": stock, "rows": rows, "built": stock, "parse_code": parse_code, "yaml_file": yaml_file}
+    return _RowDispatch(f"_{name}Row", (nn.Module,), attrs)
+
+
+def _wrap_parse_model(tasks: ModuleType, original):
+    supported = is_supported(_ultralytics_version())
+
+    @functools.wraps(original)
+    def parse_model(d, ch, verbose=True):
+        layers = layer_classes()
+        rows = list(d.get("backbone", [])) + list(d.get("head", []))
+        ours = {i: layers[r[2]] for i, r in enumerate(rows) if len(r) == 4 and isinstance(r[2], str) and r[2] in layers}
+        yaml_file = d.get("yaml_file", "<model dict>")
+        if ours and not supported:
+            raise ImportError(
+                f"yolo_incep supports {SUPPORTED_TEXT}, found ultralytics {_ultralytics_version()}: "
+                f"refusing to build {yaml_file}, whose rows {sorted(ours)} use yolo_incep layers"
+            )
+        with _lock:
+            bindings = {}
+            for name, cls in layers.items():
+                mirror = getattr(cls, "mirror", None)
+                key = mirror or name
+                if key not in bindings:
+                    mine = {i: c for i, c in ours.items() if (getattr(c, "mirror", None) or c.__name__) == key}
+                    stock = getattr(tasks, mirror) if mirror else None
+                    bindings[key] = _stand_in(key, stock, mine, original.__code__, yaml_file)
+                bindings[name] = bindings[key]
+            saved = {name: tasks.__dict__.get(name) for name in bindings}
+            tasks.__dict__.update(bindings)
+            try:
+                return original(d, ch, verbose)
+            finally:
+                tasks.__dict__.update(saved)
+
+    parse_model.__wrapped_by_yolo_incep__ = True
+    return parse_model
+
+
+def _wrap_yaml_model_load(original):
+    @functools.wraps(original)
+    def yaml_model_load(path):
+        return original(resolve_model_yaml(path))
+
+    return yaml_model_load
+
+
+def _wrap_fuse(original):
+    @functools.wraps(original)
+    def fuse(self, *args, **kwargs):
+        for m in list(self.modules()):  # fold our blocks first; Ultralytics then fuses its own Conv+BN pairs
+            if type(m).__module__.startswith("yolo_incep.") and callable(getattr(m, "fuse", None)):
+                m.fuse()
+        return original(self, *args, **kwargs)
+
+    return fuse
+
+
+def _ultralytics_version() -> str:
+    import ultralytics
+
+    return ultralytics.__version__
+
+
+def install(tasks: ModuleType | None = None) -> None:
+    """Patch `ultralytics.nn.tasks` (imported if not given) so that it knows our layers; safe to call repeatedly."""
+    if tasks is None:
+        import ultralytics.nn.tasks as tasks  # the import hook may already install us here
+    if getattr(tasks, "__yolo_incep_installed__", False):
+        return
+    tasks.__yolo_incep_installed__ = True
+    tasks.parse_model = _wrap_parse_model(tasks, tasks.parse_model)
+    tasks.yaml_model_load = _wrap_yaml_model_load(tasks.yaml_model_load)
+    tasks.BaseModel.fuse = _wrap_fuse(tasks.BaseModel.fuse)
+    layers = layer_classes()
+    tasks.__dict__.update(layers)  # names resolve outside parse_model too (Ultralytics' own tools look them up)
+
+    import torch
+    from torchvision.ops import StochasticDepth
+
+    # ULTRALYTICS_SAFE_LOAD=1 unpickles with weights_only=True: our classes must be on torch's allow-list.
+    torch.serialization.add_safe_globals([*layers.values(), StochasticDepth])
+
+
+def require_supported() -> None:
+    """Raise a clear error when the installed Ultralytics is outside the tested range."""
+    version = _ultralytics_version()
+    if not is_supported(version):
+        raise ImportError(f"yolo_incep supports {SUPPORTED_TEXT}, found ultralytics {version}")
