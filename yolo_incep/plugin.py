@@ -96,20 +96,32 @@ def _stand_in(name: str, stock, rows: dict[int, type], parse_code, yaml_file: st
     return _RowDispatch(f"_{name}Row", (nn.Module,), attrs)
 
 
-def _wrap_parse_model(tasks: ModuleType, original):
-    supported = is_supported(_ultralytics_version())
+def _resolve_per_scale_args(d: dict, rows: list, yaml_file: str) -> None:
+    """Replace a row argument naming a top-level mapping of scale letters (e.g. `branch_ratio: {n: 0.25, s: 0.125}`)
+    by its value at the scale being built, the way Ultralytics replaces `nc` by the class count."""
+    scales = d.get("scales") or {}
+    scale = d.get("scale") or next(iter(scales), "")
+    per_scale = {k: v for k, v in d.items() if k not in {"scales", "backbone", "head"} and isinstance(v, dict)}
+    for i, row in enumerate(rows):
+        if len(row) != 4 or not isinstance(row[3], list):
+            continue
+        for j, a in enumerate(row[3]):
+            if isinstance(a, str) and a in per_scale:
+                if scale not in per_scale[a]:
+                    raise InputError(f"{yaml_file}: layer row {i}: '{a}' has no value for scale {scale!r}")
+                row[3][j] = per_scale[a][scale]
 
+
+def _wrap_parse_model(tasks: ModuleType, original):
     @functools.wraps(original)
     def parse_model(d, ch, verbose=True):
         layers = layer_classes()
         rows = list(d.get("backbone", [])) + list(d.get("head", []))
         ours = {i: layers[r[2]] for i, r in enumerate(rows) if len(r) == 4 and isinstance(r[2], str) and r[2] in layers}
         yaml_file = d.get("yaml_file", "<model dict>")
-        if ours and not supported:
-            raise ImportError(
-                f"yolo_incep supports {SUPPORTED_TEXT}, found ultralytics {_ultralytics_version()}: "
-                f"refusing to build {yaml_file}, whose rows {sorted(ours)} use yolo_incep layers"
-            )
+        _resolve_per_scale_args(d, rows, yaml_file)
+        if ours:
+            require_supported(f": refusing to build {yaml_file}, whose rows {sorted(ours)} use yolo_incep layers")
         with _lock:
             bindings = {}
             for name, cls in layers.items():
@@ -166,18 +178,28 @@ def install(tasks: ModuleType | None = None) -> None:
     tasks.parse_model = _wrap_parse_model(tasks, tasks.parse_model)
     tasks.yaml_model_load = _wrap_yaml_model_load(tasks.yaml_model_load)
     tasks.BaseModel.fuse = _wrap_fuse(tasks.BaseModel.fuse)
+    ynn = sys.modules.get("yolo_incep.nn")
+    if ynn is None or hasattr(ynn, "__all__"):  # else yolo_incep.nn is importing us: it registers when complete
+        register_layers()
+
+
+def register_layers() -> None:
+    """Make our layer names resolvable in ultralytics.nn.tasks and loadable under ULTRALYTICS_SAFE_LOAD=1."""
+    tasks = sys.modules.get("ultralytics.nn.tasks")
+    if tasks is None:  # install() registers once Ultralytics' parser is imported
+        return
     layers = layer_classes()
-    tasks.__dict__.update(layers)  # names resolve outside parse_model too (Ultralytics' own tools look them up)
+    tasks.__dict__.update(layers)  # names resolve outside parse_model too
 
     import torch
     from torchvision.ops import StochasticDepth
 
-    # ULTRALYTICS_SAFE_LOAD=1 unpickles with weights_only=True: our classes must be on torch's allow-list.
+    # safe loading unpickles with weights_only=True: our classes must be on torch's allow-list before any load
     torch.serialization.add_safe_globals([*layers.values(), StochasticDepth])
 
 
-def require_supported() -> None:
+def require_supported(context: str = "") -> None:
     """Raise a clear error when the installed Ultralytics is outside the tested range."""
     version = _ultralytics_version()
     if not is_supported(version):
-        raise ImportError(f"yolo_incep supports {SUPPORTED_TEXT}, found ultralytics {version}")
+        raise ImportError(f"yolo_incep supports {SUPPORTED_TEXT}, found ultralytics {version}{context}")

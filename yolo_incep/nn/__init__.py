@@ -1,6 +1,23 @@
-"""InceptionNeXt layers and the YOLO blocks built from them."""
+"""InceptionNeXt layers, the YOLO blocks built from them, and the InceptionNeXt backbone rows."""
 
-from .blocks import C2fIncep
+from .backbone import InceptionNeXtStage, InceptionNeXtStem
+from .blocks import C2fIncep, C3Incep, C3k2Incep, ELAN1Incep, RepNCSPELAN4Incep
 from .layers import ConvMlp, InceptionDWConv2d, MetaNeXtBlock
 
-__all__ = ("C2fIncep", "ConvMlp", "InceptionDWConv2d", "MetaNeXtBlock")
+__all__ = (
+    "C2fIncep",
+    "C3Incep",
+    "C3k2Incep",
+    "ConvMlp",
+    "ELAN1Incep",
+    "InceptionDWConv2d",
+    "InceptionNeXtStage",
+    "InceptionNeXtStem",
+    "MetaNeXtBlock",
+    "RepNCSPELAN4Incep",
+)
+
+# Importing this package can import Ultralytics' parser, whose plugin install skips registering a half-imported us.
+from ..plugin import register_layers  # noqa: E402
+
+register_layers()

@@ -1,0 +1,143 @@
+"""The plugin as users meet it: stock `yolo` CLI, YAML names, stock row treatment, checkpoints, resume, ONNX."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import ultralytics
+from ultralytics import YOLO
+from ultralytics.nn.modules import C2f
+from ultralytics.nn.tasks import DetectionModel
+
+from yolo_incep import plugin
+from yolo_incep.errors import InputError
+from yolo_incep.nn import C2fIncep, MetaNeXtBlock
+
+TRAIN = dict(epochs=1, imgsz=64, batch=8, workers=0, device="cpu", plots=False, amp=False, exist_ok=True)
+TRAIN_ARGS = [f"{k}={v}" for k, v in TRAIN.items()]  # the same settings as `yolo train` arguments
+
+
+def _run(cmd, env, cwd, **kw):
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
+
+
+def test_plain_python_startup_imports_neither_torch_nor_ultralytics(fresh_env, tmp_path):
+    code = "import sys; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ultralytics', 'yolo_incep'}))"
+    out = _run([sys.executable, "-c", code], fresh_env, tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['yolo_incep']"  # only the stdlib-only start-up hook
+
+
+def _layer_outputs(model: DetectionModel) -> list:
+    shapes, hooks = [], [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for m in model.model[:-1]]
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+@pytest.mark.parametrize("scale", ["n", "m", "x"])
+def test_rows_get_the_stock_treatment_at_every_scale(scale):
+    ours, stock = YOLO(f"yolov8{scale}-incep.yaml").model, YOLO(f"yolov8{scale}.yaml").model
+    assert ours.yaml["scale"] == scale
+    assert _layer_outputs(ours) == _layer_outputs(stock)  # width scaling and max_channels, layer by layer
+    for a, b in zip(ours.model, stock.model):
+        if isinstance(a, C2fIncep):
+            assert isinstance(b, C2f) and len(a.m) == len(b.m)  # depth scaling of repeats
+            assert a.type == "yolo_incep.nn.blocks.C2fIncep"
+        else:
+            assert type(a) is type(b) and a.type == b.type
+    assert [i for i, m in enumerate(ours.model) if isinstance(m, C2fIncep)] == [2, 4, 6, 8, 15]
+
+
+def test_bad_yaml_arguments_name_the_layer_row():
+    cfg = {"nc": 2, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "C2fIncep", [16, True, 1, "wide"]]],
+           "head": [[[-1], 1, "Detect", ["nc"]]], "yaml_file": "my-model.yaml"}
+    with pytest.raises(InputError, match=r"my-model\.yaml: layer row 1 \(C2fIncep\)"):
+        DetectionModel(cfg, verbose=False)
+
+
+def test_unsupported_ultralytics_version_is_refused_with_the_range(monkeypatch):
+    monkeypatch.setattr(ultralytics, "__version__", "8.3.99")
+    with pytest.raises(ImportError, match=r"ultralytics>=8\.4\.0,<8\.5\.0.*8\.3\.99"):
+        YOLO("yolov8n-incep.yaml")
+    YOLO("yolov8n.yaml")  # stock models are not our business
+
+
+def test_version_range_parsing():
+    assert plugin.is_supported(ultralytics.__version__)
+    assert plugin.is_supported("8.4.0") and plugin.is_supported("8.4.999rc1")
+    assert not plugin.is_supported("8.3.253") and not plugin.is_supported("8.5.0") and not plugin.is_supported("9.0")
+
+
+def test_unknown_bare_yaml_still_fails_like_stock():
+    with pytest.raises(FileNotFoundError):
+        YOLO("yolov8n-nonexistent.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained(synthetic_data, fresh_env, tmp_path_factory) -> Path:
+    """best.pt of one epoch trained through the stock `yolo` CLI, in a process that never imports yolo_incep."""
+    cwd = tmp_path_factory.mktemp("cli")
+    out = _run(["yolo", "train", "model=yolov8n-incep.yaml", f"data={synthetic_data}", *TRAIN_ARGS,
+                f"project={cwd}", "name=run"], fresh_env, cwd)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "yolo_incep.nn.blocks.C2fIncep" in out.stdout + out.stderr  # the printed model shows our blocks
+    return cwd / "run" / "weights" / "best.pt"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("safe_load", ["0", "1"])
+def test_checkpoint_loads_validates_and_predicts_in_a_fresh_process(trained, synthetic_data, fresh_env, tmp_path, safe_load):
+    code = (
+        "import sys; from ultralytics import YOLO\n"
+        f"m = YOLO({str(trained)!r})\n"
+        "assert 'yolo_incep' not in sys.modules or 'yolo_incep.cli' not in sys.modules\n"
+        f"r = m.val(data={str(synthetic_data)!r}, imgsz=64, batch=8, workers=0, device='cpu', plots=False)\n"
+        f"p = m.predict({str(Path(synthetic_data).parent / 'images/val')!r}, imgsz=64, device='cpu', verbose=False)\n"
+        "print('TYPES', sorted({type(x).__name__ for x in m.model.modules()} & {'C2fIncep', 'MetaNeXtBlock'}), len(p))\n"
+    )
+    out = _run([sys.executable, "-c", code], {**fresh_env, "ULTRALYTICS_SAFE_LOAD": safe_load}, tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "TYPES ['C2fIncep', 'MetaNeXtBlock'] 8" in out.stdout
+
+
+@pytest.mark.slow
+def test_resume_continues_an_interrupted_run(synthetic_data, fresh_env, tmp_path):
+    interrupted = (
+        "import os; from ultralytics import YOLO\n"
+        "m = YOLO('yolov8n-incep.yaml')\n"
+        "m.add_callback('on_model_save', lambda t: os._exit(3) if t.epoch == 0 else None)\n"  # dies after epoch 1 of 2
+        f"m.train(data={str(synthetic_data)!r}, project={str(tmp_path)!r}, name='r', **{ {**TRAIN, 'epochs': 2}!r})\n"
+    )
+    out = _run([sys.executable, "-c", interrupted], fresh_env, tmp_path)
+    assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-2000:]
+    last = tmp_path / "r" / "weights" / "last.pt"
+    assert torch.load(last, weights_only=False)["epoch"] == 0
+    out = _run(["yolo", "train", "resume", f"model={last}"], fresh_env, tmp_path)  # as Ultralytics documents it
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    rows = (tmp_path / "r" / "results.csv").read_text().strip().splitlines()
+    assert [r.split(",")[0].strip() for r in rows[1:]] == ["1", "2"]
+
+
+@pytest.mark.slow
+def test_onnx_export_matches_pytorch(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    model = YOLO("yolov8n-incep.yaml")
+    torch.manual_seed(0)
+    for m in model.model.modules():  # wake the layer scales up so the Inception blocks matter in the comparison
+        if isinstance(m, MetaNeXtBlock):
+            m.gamma.data.uniform_(0.2, 0.6)
+    path = Path(model.export(format="onnx", imgsz=64, project=str(tmp_path)))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = model.model.eval()(x)[0].numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"images": x.numpy()})[0]
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
