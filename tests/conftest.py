@@ -19,6 +19,5 @@ def synthetic_data(tmp_path_factory) -> Path:
 def fresh_env() -> dict:
     """Environment for a child process that has never imported yolo_incep (only the .pth hook is active)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
-    env.pop("PYTHONPATH", None)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env

@@ -1,0 +1,27 @@
+# The README's two commands: `make demo` and `make test`. Both create .venv and install what is needed first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch and torchvision must come as a matching pair from the package registry: a torchvision from PyPI next to a
+# different torch build (e.g. a local CPU-only wheel) fails with "operator torchvision::nms does not exist".
+# The CUDA build runs fine on CPU. Ultralytics is pinned to the version the tests ran against (range: pyproject).
+PINS := torch==2.14.1 torchvision==0.29.2 ultralytics==8.4.190
+
+.PHONY: demo test install clean
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(PINS) -e ".[dev]"
+	$(BIN)/python -c "import torchvision.ops, torch; torchvision.ops.nms(torch.zeros(1, 4), torch.zeros(1), 0.5)"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/yolo-incep demo
+
+test: install
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,91 @@
+"""Sequence-aware train/val split: VisDrone frames of one sequence are near-duplicates, so whole sequences go to val.
+
+`yolo-incep split ROOT --val-fraction F --seed S` re-splits the images of ROOT's train and val splits together
+(the same seed always gives the same split, and a rerun moves nothing; it also completes an interrupted run).
+The official VisDrone val split is already sequence-disjoint from train: this is for data that has none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..errors import InputError
+from .common import list_images, read_names, split_dirs, write_data_yaml
+
+
+def sequence_id(stem: str) -> str:
+    """VisDrone file names are '<sequence>_<frame>_d_<index>': the sequence is the first field."""
+    return stem.split("_", 1)[0]
+
+
+def check_fraction(val_fraction: float) -> None:
+    """A val fraction must leave both splits non-empty."""
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+
+
+def split_by_sequence(stems: Iterable[str], val_fraction: float, seed: int = 0) -> set[str]:
+    """The stems that go to val: whole sequences, shuffled by `seed`, until they hold `val_fraction` of the images."""
+    check_fraction(val_fraction)
+    by_sequence: dict[str, list[str]] = {}
+    for stem in sorted(set(stems)):
+        by_sequence.setdefault(sequence_id(stem), []).append(stem)
+    if len(by_sequence) < 2:
+        raise InputError(f"a sequence split needs at least 2 sequences, found {len(by_sequence)}")
+    order = sorted(by_sequence)
+    random.Random(seed).shuffle(order)
+    target = val_fraction * sum(len(v) for v in by_sequence.values())
+    val: set[str] = set()
+    for seq in order[:-1]:  # the last sequence always stays in train
+        if len(val) >= target:
+            break
+        val.update(by_sequence[seq])
+    return val
+
+
+def _files_of(root: Path, split: str, stem: str) -> list[Path]:
+    """The image, label and ignore sidecar of one stem in one split, those that exist."""
+    image = list_images(root / "images" / split).get(stem)
+    others = [root / kind / split / f"{stem}.txt" for kind in ("labels", "ignore")]
+    return [p for p in [image, *others] if p is not None and p.exists()]
+
+
+def resplit(root: Path, val_fraction: float, seed: int = 0) -> dict[str, int]:
+    """Move ROOT's train+val images (with labels and sidecars) so that val holds whole sequences; counts per split."""
+    check_fraction(val_fraction)
+    names = read_names(root)
+    present = split_dirs(root)
+    if "train" not in present:
+        raise InputError(f"{root}: no images/train split to split")
+    splits = ("train", "val")
+    stems = {s: set(list_images(root / "images" / s)) for s in splits}
+    val = split_by_sequence(stems["train"] | stems["val"], val_fraction, seed)
+    for stem in stems["train"] | stems["val"]:
+        target = "val" if stem in val else "train"
+        for source in splits:
+            if source == target:
+                continue
+            for f in _files_of(root, source, stem):
+                dest = root / f.parent.parent.name / target / f.name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(f, dest)  # labels move with their image; a rerun completes an interrupted move
+    write_data_yaml(root, {s: f"images/{s}" for s in {*present, "val"}}, names)
+    return {s: len(list_images(root / "images" / s)) for s in splits}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `yolo-incep split`."""
+    parser.add_argument("root", type=Path, help="converted dataset root (images/, labels/, ignore/, data.yaml)")
+    parser.add_argument("--val-fraction", type=float, required=True, help="share of images for val, e.g. 0.2")
+    parser.add_argument("--seed", type=int, default=0, help="shuffle seed for the sequence order (default 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Re-split ROOT by sequence and print the image counts."""
+    counts = resplit(args.root, args.val_fraction, args.seed)
+    print(f"split {args.root} by sequence (seed {args.seed}): " + ", ".join(f"{k} {v} images" for k, v in counts.items()))
+    return 0
