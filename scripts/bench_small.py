@@ -1,0 +1,128 @@
+"""Small-object benchmark on the shared VisDrone sample: convert, split by sequence, tile, train four models, compare.
+
+    python scripts/bench_small.py --budget smoke|cpu|gpu [--device cpu|0] [--out docs/results/bench_small_<budget>]
+
+Every model trains with the same seed and budget on 640-px tiles of the train sequences, then `yolo-incep compare`
+evaluates them on the untiled val images. The report (JSON, CSV, PNG) and bench.json (budget, command, stage times)
+land in --out; the bulky intermediates (dataset, runs, predictions) stay in --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from yolo_incep import cli
+from yolo_incep.data.prepare import find_sample
+from yolo_incep.eval import compare
+from yolo_incep.eval.coco import write_atomic
+
+MODELS = ("yolov8n.yaml", "yolov8n-p2.yaml", "yolov8n-incep.yaml", "yolov8n-incep-p2.yaml")  # baseline first
+TILE = 640
+# train_imgsz / TILE is the training scale; compare_imgsz is chosen so full 1920-px frames see about the same scale
+BUDGETS = {
+    "smoke": dict(epochs=1, train_imgsz=160, fraction=0.02, batch=8, compare_imgsz=480, val_images=6, slice=0),
+    "cpu": dict(epochs=3, train_imgsz=320, fraction=0.35, batch=16, compare_imgsz=960, val_images=0, slice=0),
+    "gpu": dict(epochs=60, train_imgsz=640, fraction=1.0, batch=32, compare_imgsz=1920, val_images=0, slice=TILE),
+}
+
+
+def step(name: str, argv: list[str]) -> None:
+    """Run one yolo-incep subcommand in-process; stop the benchmark if it fails."""
+    print(f"bench_small: yolo-incep {' '.join(argv)}", flush=True)
+    if cli.main(argv) != 0:
+        sys.exit(f"bench_small: {name} failed")
+
+
+def val_subset(data: Path, n: int) -> Path:
+    """A data YAML whose val split is the first n val images (as a .txt list), for the smoke budget."""
+    import yaml
+
+    cfg = yaml.safe_load(data.read_text())
+    images = sorted((Path(cfg["path"]) / cfg["val"]).glob("*.jpg"))[:n]
+    listing = data.parent / f"val_first{n}.txt"
+    write_atomic(listing, "".join(f"{p}\n" for p in images))
+    out = data.parent / f"data_val{n}.yaml"
+    write_atomic(out, yaml.safe_dump(cfg | {"val": str(listing)}, sort_keys=False))
+    return out
+
+
+def train(model: str, data: Path, budget: dict, device: str, project: Path) -> Path:
+    """Train one model from scratch with the budget; returns its last checkpoint (the budget's end, not a pick)."""
+    from ultralytics import YOLO
+
+    yolo = YOLO(model)
+    yolo.train(data=str(data), epochs=budget["epochs"], imgsz=budget["train_imgsz"], batch=budget["batch"],
+               fraction=budget["fraction"], seed=0, deterministic=True, pretrained=False, amp=False, plots=False,
+               workers=0 if device == "cpu" else 8, device=device, project=str(project.resolve()),
+               name=Path(model).stem, exist_ok=True, val=False, verbose=False)
+    return Path(yolo.trainer.save_dir) / "weights" / "last.pt"  # where Ultralytics really put it
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke")
+    parser.add_argument("--device", default="cpu", help="cpu, 0, cuda:0 (default: cpu)")
+    parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: runs/bench_small/<budget>)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report folder (default: docs/results/bench_small_<budget>)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), help="model YAMLs, baseline first")
+    args = parser.parse_args(argv)
+    budget = BUDGETS[args.budget]
+    work = args.work or Path("runs/bench_small") / args.budget
+    out = args.out or Path("docs/results") / f"bench_small_{args.budget}"
+    times: dict[str, float] = {}
+
+    t = time.perf_counter()
+    step("convert", ["convert", "visdrone", str(find_sample() / "VisDrone2019-DET-train"), str(work / "visdrone"),
+                     "--val-fraction", "0.2", "--seed", "0"])
+    step("tile", ["tile", str(work / "visdrone"), str(work / "tiles"), "--size", str(TILE), "--overlap", "0.2",
+                  "--splits", "train"])
+    times["data_s"] = time.perf_counter() - t
+
+    checkpoints = []
+    for model in args.models:
+        t = time.perf_counter()
+        last = train(model, work / "tiles/data.yaml", budget, args.device, work / "runs")
+        checkpoints.append(f"{Path(model).stem}={last}")
+        times[f"train_{Path(model).stem}_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    data = work / "visdrone/data.yaml"
+    if budget["val_images"]:
+        data = val_subset(data, budget["val_images"])
+    report = compare.compare_models(checkpoints, data, imgsz=budget["compare_imgsz"], out=work / "compare",
+                                    device=args.device, slice_size=budget["slice"])
+    times["compare_s"] = time.perf_counter() - t
+
+    for name in ("report.json", "report.csv", "ap_by_size.png"):
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(work / "compare" / name, out / f".{name}.tmp")
+        os.replace(out / f".{name}.tmp", out / name)
+    bench = {"command": " ".join(["python", "scripts/bench_small.py", *(argv if argv is not None else sys.argv[1:])]),
+             "budget": args.budget, "settings": budget | {"tile": TILE, "tile_overlap": 0.2, "val_fraction": 0.2,
+                                                          "seed": 0, "models": args.models},
+             "times_s": {k: round(v, 1) for k, v in times.items()}, "versions": _versions()}
+    write_atomic(out / "bench.json", json.dumps(bench, indent=2))
+    print(compare.format_table(report))
+    print(f"bench_small: wrote {out}")
+    return 0
+
+
+def _versions() -> dict[str, str]:
+    """Versions that decide the numbers."""
+    import torch
+    import ultralytics
+
+    import yolo_incep
+
+    return {"yolo_incep": yolo_incep.__version__, "ultralytics": ultralytics.__version__, "torch": torch.__version__}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

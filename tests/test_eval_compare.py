@@ -1,0 +1,138 @@
+"""`yolo-incep compare` end to end: files written, report equal to an independent pycocotools run, bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from yolo_incep import cli
+from yolo_incep.eval import coco, compare
+
+SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """4 val images of bright squares (small and medium), one with an ignored region; classes a, b."""
+    root = tmp_path_factory.mktemp("compare_data")
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels", "ignore"):
+        (root / sub / "val").mkdir(parents=True)
+    for i in range(4):
+        im = np.full((SIZE, SIZE * 2, 3), 40, np.uint8)
+        rows = []
+        for k in range(6):
+            s = int(rng.integers(6, 40))
+            x, y = int(rng.integers(0, SIZE * 2 - s)), int(rng.integers(0, SIZE - s))
+            im[y:y + s, x:x + s] = 220
+            cx, cy, w, h = (x + s / 2) / (SIZE * 2), (y + s / 2) / SIZE, s / (SIZE * 2), s / SIZE
+            rows.append(f"{k % 2} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+        cv2.imwrite(str(root / f"images/val/im{i}.jpg"), im)
+        (root / f"labels/val/im{i}.txt").write_text("\n".join(rows) + "\n")
+    (root / "ignore/val/im0.txt").write_text("0.875000 0.500000 0.250000 1.000000\n")
+    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: [a, b]\n")
+    return root / "data.yaml"
+
+
+def fake_predict(yolo, images, imgsz, device, batch, conf, iou, max_det):
+    """Ground truth jittered by a few pixels plus random boxes: predictions with AP strictly between 0 and 1."""
+    gt = coco.build_gt(images, ["a", "b"])
+    rng = np.random.default_rng(len(gt["annotations"]))
+    dets = [{"image_id": a["image_id"], "category_id": a["category_id"], "score": round(float(rng.random()), 5),
+             "bbox": [round(float(v + rng.normal(0, 1.5)), 3) for v in a["bbox"]]} for a in gt["annotations"]]
+    noise = [{"image_id": int(rng.integers(1, 5)), "category_id": 1, "score": 0.5,
+              "bbox": [float(rng.integers(0, 140)), 10.0, 12.0, 12.0]} for _ in range(8)]
+    inside_ignored = {"image_id": 1, "category_id": 2, "score": 0.9, "bbox": [160.0, 10.0, 12.0, 12.0]}
+    return dets + noise + [inside_ignored]
+
+
+def pycocotools_stats(gt_file: Path, det_file: Path, max_det: int) -> np.ndarray:
+    """pycocotools' own summary with its third maxDets set to `max_det` (the one its AP lines use)."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_file))
+        e = COCOeval(gt, gt.loadRes(str(det_file)), "bbox")
+        e.params.maxDets = [1, 10, max_det]
+        e.evaluate(), e.accumulate(), e.summarize()
+    return e.stats
+
+
+def test_report_equals_independent_pycocotools(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "predict", fake_predict)
+    out = tmp_path / "out"
+    report = compare.compare_models(["yolov8n.yaml", "incep=yolov8n-incep.yaml"], data, imgsz=64, out=out,
+                                    latency_runs=1, verbose=False)
+    gt = json.loads((out / "gt.json").read_text())
+    labels = sorted((data.parent / "labels/val").glob("*.txt"))
+    assert len(gt["annotations"]) == sum(len(p.read_text().splitlines()) for p in labels)
+    keys = ("AP", "AP50", "AP75", "AP_small", "AP_medium")
+    for m in report["models"]:
+        for md in (100, 500):
+            stats = pycocotools_stats(out / "gt.json", out / f"predictions_{m['name']}.json", md)
+            row = m["maxDets"][str(md)]
+            # pycocotools' stats[0] (AP) is hard-wired to maxDets 100; AP50..AP_medium follow the third maxDets
+            first = 0 if md == 100 else 1
+            assert [row[k] for k in keys[first:]] == pytest.approx(list(stats[first:5]), abs=1e-4)
+        assert 0 < row["AP_small"] < 1
+        assert m["backend_max_abs_diff"] < 1e-4
+        assert m["ignored_detections"] >= 1  # at least the box inside im0's ignored right quarter is dropped
+    on_disk = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in on_disk["models"]] == ["yolov8n", "incep"]
+    assert on_disk["models"][1]["params"] < on_disk["models"][0]["params"]
+
+
+@pytest.mark.slow
+def test_cli_runs_models_and_slices(data, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["compare", "yolov8n.yaml", "yolov8n-incep.yaml", "--data", str(data), "--imgsz", "64", "--out", str(out),
+            "--device", "cpu", "--slice", "64", "--latency-runs", "2"]
+    assert cli.main(argv) == 0
+    table = capsys.readouterr().out
+    assert "yolov8n-incep" in table and "AP_small@500" in table and "AP_small[b]@500" in table
+    report = json.loads((out / "report.json").read_text())
+    names = [m["name"] for m in report["models"]]
+    assert names == ["yolov8n", "yolov8n+slice64", "yolov8n-incep", "yolov8n-incep+slice64"]
+    for m in report["models"]:
+        assert set(m["maxDets"]) == {"100", "500"} and set(m["per_class_AP_small"]) == {"a", "b"}
+        assert m["gflops"] > 0 and m["latency_ms"] > 0 and isinstance(m["params"], int)
+        assert isinstance(json.loads((out / f"predictions_{m['name']}.json").read_text()), list)
+    assert (out / "report.csv").read_text().count("\n") == 5
+    assert (out / "ap_by_size.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_checkpoint_with_other_class_count_is_refused(data, tmp_path, capsys):
+    from ultralytics import YOLO
+
+    ckpt = tmp_path / "coco80.pt"
+    YOLO("yolov8n.yaml").save(ckpt)
+    assert cli.main(["compare", str(ckpt), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert f"model {ckpt}: 80 classes, but the dataset names 2" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_checkpoint_is_named_without_download(data, tmp_path, capsys):
+    assert cli.main(["compare", "yolov8n-nonexistent.pt", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert "model yolov8n-nonexistent.pt: no such checkpoint" in capsys.readouterr().err
+
+
+def test_format_table_shows_deltas_against_the_first_model():
+    row = {"AP": 0.2, "AP50": 0.4, "AP75": 0.1, "AP_small": 0.1, "AP_medium": 0.3, "AP_large": None, "AR": 0.3}
+    better = row | {"AP_small": 0.15}
+    models = [{"name": n, "params": p, "gflops": 8.0, "latency_ms": ms, "maxDets": {"100": r, "500": r},
+               "per_class_AP_small": {"car": r["AP_small"]}}
+              for n, p, ms, r in (("base", 3_000_000, 10.0, row), ("incep", 2_700_000, 12.0, better))]
+    table = compare.format_table({"data": "d.yaml", "split": "val", "images": 1, "instances": 1,
+                                  "ignored_instances": 0, "imgsz": 64, "device": "cpu", "models": models,
+                                  "classes": ["car"]})
+    lines = {ln.split()[0]: ln for ln in table.splitlines()[1:]}
+    assert lines["params"].split()[-1] == "(-10.0%)" and lines["latency"].split()[-1] == "(+20.0%)"
+    assert lines["AP_small@500"].split()[-2:] == ["0.150", "(+0.050)"]
+    assert lines["AP_small[car]@500"].split()[-1] == "(+0.050)"
+    assert lines["AP_large@100"].split()[1:] == ["-", "-"]

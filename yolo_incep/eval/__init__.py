@@ -1,0 +1,1 @@
+"""COCO-style evaluation and side-by-side model comparison (`yolo-incep compare`)."""
