@@ -20,7 +20,7 @@ from pathlib import Path
 from yolo_incep import cli
 from yolo_incep.data.prepare import find_sample
 from yolo_incep.eval import compare
-from yolo_incep.eval.coco import write_atomic
+from yolo_incep.data.common import atomic_write_bytes
 
 MODELS = ("yolov8n.yaml", "yolov8n-p2.yaml", "yolov8n-incep.yaml", "yolov8n-incep-p2.yaml")  # baseline first
 TILE = 640
@@ -46,9 +46,9 @@ def val_subset(data: Path, n: int) -> Path:
     cfg = yaml.safe_load(data.read_text())
     images = sorted((Path(cfg["path"]) / cfg["val"]).glob("*.jpg"))[:n]
     listing = data.parent / f"val_first{n}.txt"
-    write_atomic(listing, "".join(f"{p}\n" for p in images))
+    atomic_write_bytes(listing, "".join(f"{p}\n" for p in images))
     out = data.parent / f"data_val{n}.yaml"
-    write_atomic(out, yaml.safe_dump(cfg | {"val": str(listing)}, sort_keys=False))
+    atomic_write_bytes(out, yaml.safe_dump(cfg | {"val": str(listing)}, sort_keys=False))
     return out
 
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
              "budget": args.budget, "settings": budget | {"tile": TILE, "tile_overlap": 0.2, "val_fraction": 0.2,
                                                           "seed": 0, "models": args.models},
              "times_s": {k: round(v, 1) for k, v in times.items()}, "versions": _versions()}
-    write_atomic(out / "bench.json", json.dumps(bench, indent=2))
+    atomic_write_bytes(out / "bench.json", json.dumps(bench, indent=2))
     print(compare.format_table(report))
     print(f"bench_small: wrote {out}")
     return 0

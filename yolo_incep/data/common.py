@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")  # Ultralytics'
 SMALL_AREA = 32 * 32  # COCO's "small" objects: area under 32x32 px
 
 # A box in pixels: (x1, y1, x2, y2); a labelled box: (class id, box).
@@ -19,8 +19,9 @@ Box = tuple[float, float, float, float]
 Labelled = tuple[int, Box]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> bool:
-    """Write `data` to `path` through a temp file and os.replace; skip (return False) when the file already holds it."""
+def atomic_write_bytes(path: Path, data: bytes | str) -> bool:
+    """Write `data` (str as UTF-8) through a temp file and os.replace; skip (return False) when the file holds it."""
+    data = data.encode("utf-8") if isinstance(data, str) else data
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,11 +34,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> bool:
         Path(tmp).unlink(missing_ok=True)
         raise
     return True
-
-
-def atomic_write_text(path: Path, text: str) -> bool:
-    """UTF-8 text flavour of atomic_write_bytes."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def link_image(src: Path, dst: Path) -> None:
@@ -164,7 +160,7 @@ def read_regions(path: Path, width: float, height: float) -> list[Box]:
 def write_sidecar(path: Path, text: str) -> None:
     """Write an ignore sidecar, or remove a stale one when there are no regions (no regions = no file)."""
     if text:
-        atomic_write_text(path, text)
+        atomic_write_bytes(path, text)
     else:
         path.unlink(missing_ok=True)
 
@@ -181,7 +177,7 @@ def write_data_yaml(root: Path, splits: dict[str, str], names: list[str]) -> Pat
     ordered = {k: splits[k] for k in sorted(splits, key=split_order)}
     data = {"path": str(root.resolve()), **ordered, "names": dict(enumerate(names))}
     path = root / "data.yaml"
-    atomic_write_text(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    atomic_write_bytes(path, yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     return path
 
 

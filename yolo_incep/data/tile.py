@@ -23,7 +23,6 @@ from .common import (
     Box,
     Labelled,
     atomic_write_bytes,
-    atomic_write_text,
     box_area,
     clip_box,
     format_labels,
@@ -122,7 +121,7 @@ def _tile_image(path: Path, label: Path, out_root: Path, split: str, size: int, 
             name = f"{path.stem}_{window[0]}_{window[1]}"
             tw, th = window[2] - window[0], window[3] - window[1]
             atomic_write_bytes(out_root / "images" / split / f"{name}{suffix}", _encode(image.crop(window), suffix))
-            atomic_write_text(out_root / "labels" / split / f"{name}.txt", format_labels(labels, tw, th))
+            atomic_write_bytes(out_root / "labels" / split / f"{name}.txt", format_labels(labels, tw, th))
             write_sidecar(out_root / "ignore" / split / f"{name}.txt", format_regions(cut + ignored, tw, th))
             report.tiles += 1
             report.boxes += len(labels)

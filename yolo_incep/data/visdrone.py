@@ -26,7 +26,7 @@ from .common import (
     SMALL_AREA,
     Box,
     Labelled,
-    atomic_write_text,
+    atomic_write_bytes,
     box_area,
     clip_box,
     format_labels,
@@ -213,7 +213,7 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
         stem = image.stem
         _remove_elsewhere(dst, stem, split, earlier)
         label = dst / "labels" / split / f"{stem}.txt"
-        atomic_write_text(label, format_labels(ann.boxes, width, height))
+        atomic_write_bytes(label, format_labels(ann.boxes, width, height))
         write_sidecar(dst / "ignore" / split / f"{stem}.txt", format_regions(ann.ignored, width, height))
         link_image(image, dst / "images" / split / image.name)
         report.images[split] = report.images.get(split, 0) + 1

@@ -11,15 +11,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from ..data.common import IMAGE_SUFFIXES, ignore_path
 from ..errors import InputError
 
-IMAGE_SUFFIXES = {".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic"}
 MAX_DETS = (100, 500)  # VisDrone images hold hundreds of objects: 100 alone truncates recall
 AREAS = ("all", "small", "medium", "large")  # pycocotools' areaRngLbl order
 IGNORE_COVERAGE = 0.5
@@ -72,14 +71,6 @@ def label_path(image: Path) -> Path:
     i = len(parts) - 1 - parts[::-1].index("images")
     parts[i] = "labels"
     return Path(*parts).with_suffix(".txt")
-
-
-def ignore_path(label: Path) -> Path:
-    """Ignored-region sidecar of a label file: the last /labels/ component becomes /ignore/."""
-    parts = list(label.parts)
-    i = len(parts) - 1 - parts[::-1].index("labels")
-    parts[i] = "ignore"
-    return Path(*parts)
 
 
 def read_rows(path: Path, columns: int) -> tuple[np.ndarray, list[int]]:
@@ -273,11 +264,3 @@ def flatten(m: dict) -> dict[str, float | None]:
     """Every number of a metrics dict under one flat key: 'AP_small@500', 'AP_small[car]'."""
     flat = {f"{k}@{md}": v for md, row in m["maxDets"].items() for k, v in row.items()}
     return flat | {f"AP_small[{c}]": v for c, v in m["per_class_AP_small"].items()}
-
-
-def write_atomic(path: Path, data: str | bytes) -> None:
-    """Write via a temporary file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from ..data.common import atomic_write_bytes
 from . import coco
 
 TABLE_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR")
@@ -297,12 +298,12 @@ def plot_png(report: dict) -> bytes:
 
 def write_outputs(report: dict, gt: dict, predictions: dict[str, list[dict]], out: Path) -> None:
     """report.json/.csv, gt.json, predictions_<name>.json and ap_by_size.png, each written atomically."""
-    coco.write_atomic(out / "gt.json", json.dumps(gt))
+    atomic_write_bytes(out / "gt.json", json.dumps(gt))
     for name, dets in predictions.items():
-        coco.write_atomic(out / f"predictions_{name}.json", json.dumps(dets))
-    coco.write_atomic(out / "report.csv", csv_text(report))
-    coco.write_atomic(out / "ap_by_size.png", plot_png(report))
-    coco.write_atomic(out / "report.json", json.dumps(report, indent=2))
+        atomic_write_bytes(out / f"predictions_{name}.json", json.dumps(dets))
+    atomic_write_bytes(out / "report.csv", csv_text(report))
+    atomic_write_bytes(out / "ap_by_size.png", plot_png(report))
+    atomic_write_bytes(out / "report.json", json.dumps(report, indent=2))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
