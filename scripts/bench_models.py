@@ -1,0 +1,148 @@
+"""Benchmark stock YOLO models against their Inception versions: params, GFLOPs, fused latency, train step; JSON.
+
+Each pair is timed interleaved (stock, incep, stock, incep, ...) and compared by ratios of medians from the same run.
+A model YAML that does not exist (yet) is reported under "skipped". Usage: python scripts/bench_models.py [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_layers import interleaved_medians, write_json  # noqa: E402
+
+PAIRS = [
+    ("yolov8n.yaml", "yolov8n-incep.yaml"),
+    ("yolo11n.yaml", "yolo11n-incep.yaml"),
+    ("yolov8n-p2.yaml", "yolov8n-incep-p2.yaml"),
+]
+
+
+def build(name: str):
+    """A randomly initialised DetectionModel from a YAML name (no weights are downloaded)."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(0)
+    return DetectionModel(name, verbose=False)
+
+
+def latency_fn(model, imgsz: int, device: torch.device):
+    """Batch-1 inference as Ultralytics runs it: fused, eval, inference mode."""
+    model = copy.deepcopy(model).to(device).fuse(verbose=False).eval()
+    x = torch.randn(1, 3, imgsz, imgsz, device=device)
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def train_step_fn(model, batch: int, imgsz: int, device: torch.device):
+    """One optimiser step: forward, Ultralytics' detection loss on synthetic boxes, backward, SGD update."""
+    from ultralytics.cfg import get_cfg
+
+    model = copy.deepcopy(model).to(device).train()
+    model.args = get_cfg()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    n = 4 * batch  # four boxes per image
+    data = {
+        "img": torch.rand(batch, 3, imgsz, imgsz, generator=g).to(device),
+        "batch_idx": torch.arange(batch).repeat_interleave(4).float().to(device),
+        "cls": torch.randint(0, 80, (n, 1), generator=g).float().to(device),
+        "bboxes": (torch.rand(n, 4, generator=g) * 0.4 + 0.3).to(device),
+    }
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        loss, _ = model.loss(data)
+        loss.sum().backward()
+        opt.step()
+
+    return run
+
+
+def describe(model) -> dict[str, float]:
+    """Parameters and GFLOPs at 640 of the unfused model, as Ultralytics reports them."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    return {"params": sum(p.numel() for p in model.parameters()), "gflops_640": round(get_flops(model, 640), 3)}
+
+
+def bench_pair(stock_name: str, incep_name: str, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """Static figures and interleaved timings of one stock/Inception pair."""
+    models = {stock_name: build(stock_name), incep_name: build(incep_name)}
+    row: dict[str, object] = {name: describe(m) for name, m in models.items()}
+    lat = interleaved_medians({k: latency_fn(m, args.imgsz, device) for k, m in models.items()}, args.reps, device)
+    train = interleaved_medians(
+        {k: train_step_fn(m, args.train_batch, args.train_imgsz, device) for k, m in models.items()},
+        args.train_reps, device)
+    for name in models:
+        row[name].update(latency_ms=round(lat[name] * 1e3, 2), train_step_ms=round(train[name] * 1e3, 1))
+    stock, incep = row[stock_name], row[incep_name]
+    row["incep_over_stock"] = {k: round(incep[k] / stock[k], 3) for k in ("params", "gflops_640", "latency_ms",
+                                                                           "train_step_ms")}
+    return row
+
+
+def exists(name: str) -> bool:
+    """Whether a model YAML name resolves (ours in model_yamls/ or Ultralytics' own)."""
+    try:
+        build(name)
+    except (FileNotFoundError, OSError):
+        return False
+    return True
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    """Benchmark every pair whose two YAMLs exist."""
+    device = torch.device(args.device)
+    results, skipped = [], []
+    for stock, incep in args.pairs:
+        if exists(stock) and exists(incep):
+            results.append(bench_pair(stock, incep, args, device))
+            print(results[-1], file=sys.stderr, flush=True)
+        else:
+            skipped.append([stock, incep])
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "latency": {"imgsz": args.imgsz, "batch": 1, "reps": args.reps},
+        "train_step": {"imgsz": args.train_imgsz, "batch": args.train_batch, "reps": args.train_reps},
+        "note": "medians of interleaved repetitions (stock and Inception alternate, so load from other processes on "
+                "shared cores hits both alike); incep_over_stock: ratios of figures from this run (< 1: Inception "
+                "lower). Latency: fused eval model, inference_mode. Train step: forward, loss, backward, SGD step.",
+        "results": results,
+        "skipped": skipped,
+    }
+
+
+def main() -> None:
+    """Parse arguments, run, print/write JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--imgsz", type=int, default=640, help="latency input size")
+    parser.add_argument("--reps", type=int, default=15, help="latency repetitions per model")
+    parser.add_argument("--train-imgsz", type=int, default=640)
+    parser.add_argument("--train-batch", type=int, default=8)
+    parser.add_argument("--train-reps", type=int, default=3)
+    parser.add_argument("--pairs", nargs=2, action="append", metavar=("STOCK", "INCEP"),
+                        help="a stock and an Inception model YAML (repeatable); default: the yolov8n/yolo11n/P2 pairs")
+    parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
+    args = parser.parse_args()
+    args.pairs = args.pairs or PAIRS
+    torch.set_num_threads(args.threads)
+    write_json(run(args), args.out)
+
+
+if __name__ == "__main__":
+    main()
