@@ -1,0 +1,56 @@
+"""Print the README's model-zoo table: every model_yamls/ YAML at its smallest scale beside its stock counterpart.
+
+The counterpart is the same YAML with each Inception block row put back to the stock block it mirrors (for
+yolov8-inceptionnext, whose backbone has no stock twin: yolov8n). Params and GFLOPs at 640, as Ultralytics counts.
+Usage: python scripts/zoo_table.py
+"""
+
+from __future__ import annotations
+
+import copy
+
+from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+from ultralytics.utils.torch_utils import get_flops
+
+from yolo_incep.plugin import MODEL_YAMLS
+from yolo_incep.swap import counterparts
+
+STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
+    "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n", "yolov8-incep-p2": "yolov8n-p2", "yolov9t-incep": "yolov9t",
+    "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n", "yolov8-inceptionnext": "yolov8n",
+}
+
+
+def stats(d: dict) -> tuple[float, float]:
+    """(M params, GFLOPs at 640) of a model dict."""
+    model = DetectionModel(copy.deepcopy(d), verbose=False)
+    return sum(p.numel() for p in model.parameters()) / 1e6, get_flops(model, 640)
+
+
+def stock_twin(d: dict) -> dict:
+    """`d` with every drop-in Inception block row back to its stock block."""
+    ours = {v: k for k, v in counterparts().items()}
+    twin = copy.deepcopy(d)
+    for row in twin["backbone"] + twin["head"]:
+        row[2] = ours.get(row[2], row[2])
+    return twin
+
+
+def main() -> None:
+    """Print the markdown table."""
+    print("| YAML (smallest scale) | params (M) | GFLOPs@640 | stock counterpart | params (M) | GFLOPs@640 |")
+    print("|---|---:|---:|---|---:|---:|")
+    for path in sorted(MODEL_YAMLS.glob("*.yaml")):
+        d = yaml_model_load(path)
+        d["scale"] = next(iter(d.get("scales") or {"": None}))
+        name = path.stem.replace("-", f"{d['scale']}-", 1) if d["scale"] else path.stem
+        if path.stem == "yolov8-inceptionnext":
+            twin, label = yaml_model_load("yolov8n.yaml"), "yolov8n"
+        else:
+            twin, label = stock_twin(d), STOCK_NAMES.get(path.stem, f"{path.stem} with stock blocks")
+        (p, g), (sp, sg) = stats(d), stats(twin)
+        print(f"| {name} | {p:.2f} | {g:.1f} | {label} | {sp:.2f} | {sg:.1f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Model zoo: every YAML in model_yamls/ builds at each declared scale, trains, and its blocks are stock drop-ins."""
+
+import re
+import subprocess
+
+import pytest
+import torch
+from ultralytics.nn.tasks import DetectionModel, yaml_model_load
+
+from yolo_incep.nn import C3Incep, C3k2Incep, ELAN1Incep, InceptionDWConv2d, RepNCSPELAN4Incep
+from yolo_incep.plugin import MODEL_YAMLS
+from yolo_incep.swap import counterparts
+
+YAMLS = sorted(MODEL_YAMLS.glob("*.yaml"))
+CASES = [(p.name, s) for p in YAMLS for s in (yaml_model_load(p).get("scales") or {"": None})]
+TRAIN_ARGS = ["epochs=1", "imgsz=64", "batch=8", "workers=0", "device=cpu", "plots=False", "amp=False", "exist_ok=True"]
+
+
+def _build(name: str, scale: str) -> DetectionModel:
+    d = yaml_model_load(MODEL_YAMLS / name)
+    d["scale"] = scale
+    return DetectionModel(d, verbose=False)
+
+
+def _tensors(x):
+    """Every tensor in a (nested) model output, whatever the head returns in training mode."""
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (list, tuple, dict)):
+        for v in x.values() if isinstance(x, dict) else x:
+            yield from _tensors(v)
+
+
+def test_the_zoo_has_every_yaml_of_the_issue():
+    names = {p.stem for p in YAMLS}
+    assert {"yolov5-incep", "yolov7-incep", "yolov8-incep", "yolov8-incep-p2", "yolov9t-incep", "yolov9s-incep",
+            "yolov9c-incep", "yolo11-incep", "yolo11-incep-p2", "yolov8-inceptionnext"} <= names
+
+
+@pytest.mark.parametrize(("name", "scale"), CASES, ids=[f"{n[:-5]}-{s or 'fixed'}" for n, s in CASES])
+def test_builds_and_runs_forward_and_backward_at_320(name, scale):
+    torch.manual_seed(0)
+    model = _build(name, scale).train()
+    assert any(isinstance(m, InceptionDWConv2d) for m in model.modules())
+    p2 = "p2" in name
+    assert model.stride.tolist() == ([4.0] if p2 else []) + [8.0, 16.0, 32.0]
+    loss = sum(t.float().mean() for t in _tensors(model(torch.rand(1, 3, 320, 320))))
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def _stock_twin(name: str) -> dict:
+    """The YAML with every Inception block row put back to the stock block it mirrors."""
+    ours = {v: k for k, v in counterparts().items()}
+    d = yaml_model_load(MODEL_YAMLS / name)
+    for row in d["backbone"] + d["head"]:
+        row[2] = ours.get(row[2], row[2])
+    return d
+
+
+def _layer_shapes(model: DetectionModel) -> list:
+    shapes = []
+    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for m in model.model[:-1]]
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, 64, 64))
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+@pytest.mark.parametrize("name", [p.name for p in YAMLS if p.stem != "yolov8-inceptionnext"])
+def test_blocks_are_drop_ins_for_the_stock_rows(name):
+    d = yaml_model_load(MODEL_YAMLS / name)
+    scale = next(reversed(d.get("scales") or {"": None}))  # the largest scale: max_channels and C3k blocks at work
+    stock = _stock_twin(name)
+    ours, twin = _build(name, scale), DetectionModel({**stock, "scale": scale}, verbose=False)
+    assert _layer_shapes(ours) == _layer_shapes(twin)  # width scaling, max_channels, layer by layer
+    for a, b in zip(ours.model, twin.model):
+        assert isinstance(a, type(b))  # subclasses: Ultralytics' own isinstance checks still apply
+        if type(a) is not type(b) and isinstance(getattr(b, "m", None), (torch.nn.ModuleList, torch.nn.Sequential)):
+            assert len(a.m) == len(b.m)  # the same depth scaling of repeats
+
+
+def test_c3k2incep_follows_the_stock_inner_block_choice():
+    plain, c3k, attn = C3k2Incep(32, 32, 2), C3k2Incep(32, 32, 2, c3k=True), C3k2Incep(32, 32, 1, False, 0.5, True)
+    assert [type(m).__name__ for m in plain.m] == ["MetaNeXtBlock"] * 2
+    assert [type(m) for m in c3k.m] == [C3Incep] * 2 and all(len(m.m) == 2 for m in c3k.m)
+    assert [type(m).__name__ for m in attn.m[0]] == ["MetaNeXtBlock", "PSABlock"]
+    x = torch.rand(2, 32, 16, 16)
+    others = (C3Incep(32, 48, 3), RepNCSPELAN4Incep(32, 48, 32, 16, 2), ELAN1Incep(32, 48, 32, 16))
+    for block, c2 in [(plain, 32), (c3k, 32), (attn, 32)] + [(m, 48) for m in others]:
+        assert block.eval()(x).shape == (2, c2, 16, 16)
+
+
+def test_per_scale_arguments_pick_the_timm_variant():
+    atto, tiny = _build("yolov8-inceptionnext.yaml", "n"), _build("yolov8-inceptionnext.yaml", "s")
+    for model, dims, depths, band, split in ((atto, [40, 80, 160, 320], [2, 2, 6, 2], 9, 4),
+                                             (tiny, [96, 192, 384, 768], [3, 3, 9, 3], 11, 8)):
+        stages = model.model[1:5]
+        assert [s.blocks[0].mlp.fc2.out_channels for s in stages] == dims
+        assert [len(s.blocks) for s in stages] == depths
+        mixer = stages[0].blocks[0].token_mixer
+        assert mixer.dwconv_w.kernel_size == (1, band) and mixer.split_indexes[1] == dims[0] // split
+        assert [s.blocks[0].mlp.fc1.out_channels / d for s, d in zip(stages, dims)] == [4, 4, 4, 3]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["yolov8n-incep-p2.yaml", "yolo11n-incep.yaml"])
+def test_trains_one_epoch_through_the_stock_cli(model, synthetic_data, fresh_env, tmp_path):
+    out = subprocess.run(["yolo", "train", f"model={model}", f"data={synthetic_data}", *TRAIN_ARGS,
+                          f"project={tmp_path}", "name=run"], env=fresh_env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert (tmp_path / "run" / "weights" / "last.pt").is_file()
+    assert re.search(r"yolo_incep\.nn\.blocks\.(C2fIncep|C3k2Incep)", out.stdout + out.stderr)

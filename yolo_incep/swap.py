@@ -1,0 +1,176 @@
+"""`yolo-incep swap`: rewrite an Ultralytics model YAML so its CSP/ELAN block rows use our Inception counterparts.
+
+The counterparts come from the blocks themselves: every yolo_incep block that subclasses the stock block named in
+its `mirror` is a drop-in for that block's rows (same arguments, same channel/width/depth handling).
+
+Scale letters: Ultralytics reads the scale from the file name (`yolov8s.yaml` -> 's') and, for a name without
+one, builds the first entry of `scales`. The output therefore lists the source's scale first: `swap yolov8s.yaml
+-o my.yaml` builds at 's', while a name that carries a letter (`my-yolov8m.yaml`) still picks that scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import InputError
+
+SECTIONS = {"backbone": ("backbone",), "neck": ("head",), "all": ("backbone", "head")}  # Ultralytics' head = neck
+# Stock blocks with inner bottlenecks or attention that have no Inception counterpart (yet): reported, kept.
+NO_COUNTERPART = frozenset(
+    {"Bottleneck", "BottleneckCSP", "C1", "C2", "C2fAttn", "C2fCIB", "C2fPSA", "C2PSA", "C3Ghost", "C3TR", "C3x",
+     "RepC3", "A2C2f", "GhostBottleneck", "HGBlock", "ResNetLayer"}
+)
+
+
+def counterparts() -> dict[str, str]:
+    """Stock block name -> the yolo_incep block that is a drop-in for its rows."""
+    from ultralytics.nn import tasks
+
+    from .plugin import layer_classes
+
+    out = {}
+    for name, cls in layer_classes().items():
+        stock = getattr(tasks, getattr(cls, "mirror", "") or "", None)
+        if isinstance(stock, type) and issubclass(cls, stock):
+            out[stock.__name__] = name
+    return out
+
+
+@dataclass
+class SwapResult:
+    """The rewritten model dict and what happened to each block row."""
+
+    model: dict
+    converted: list[tuple[int, str, str]] = field(default_factory=list)  # (row, stock name, our name)
+    unconvertible: list[tuple[int, str]] = field(default_factory=list)  # (row, stock name)
+
+
+def swap_dict(d: dict, where: str = "all", source: str = "<model dict>") -> SwapResult:
+    """Return a copy of model dict `d` with convertible rows of the chosen sections replaced."""
+    if where not in SECTIONS:
+        raise InputError(f"--where {where!r}: choose one of {', '.join(SECTIONS)}")
+    table = counterparts()
+    result = SwapResult(copy.deepcopy(d))
+    i = 0
+    for section in ("backbone", "head"):
+        rows = result.model.get(section)
+        if not isinstance(rows, list):
+            raise InputError(f"{source}: no '{section}' list of layer rows: not an Ultralytics model YAML")
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 4 and isinstance(row[2], str)):
+                raise InputError(f"{source}: {section} row {i}: expected [from, repeats, module, args], got {row!r}")
+            if section in SECTIONS[where]:
+                if row[2] in table:
+                    result.converted.append((i, row[2], table[row[2]]))
+                    row[2] = table[row[2]]
+                elif row[2] in NO_COUNTERPART:
+                    result.unconvertible.append((i, row[2]))
+            i += 1
+    return result
+
+
+def scale_first(d: dict, scale: str) -> dict:
+    """`d` with `scale` moved to the front of `scales`, so a name without a scale letter builds at it."""
+    scales = d.get("scales")
+    if not scale or not isinstance(scales, dict) or scale not in scales:
+        return d
+    return {**d, "scales": {scale: scales[scale], **{k: v for k, v in scales.items() if k != scale}}}
+
+
+def dump(d: dict, header: list[str], notes: dict[int, str]) -> str:
+    """YAML text in Ultralytics' layout: one flow-style row per line, each with its index (and note) as comment."""
+
+    def flow(value) -> str:  # dumped inside a list: a bare scalar would get a document-end marker
+        return yaml.safe_dump([value], default_flow_style=True, width=10**9, sort_keys=False).strip()[1:-1]
+
+    lines = [f"# {h}" for h in header] + [""]
+    for key, value in d.items():  # settings: scalars inline, mappings (scales) one entry a line
+        if key in ("backbone", "head"):
+            continue
+        if isinstance(value, dict):
+            lines += [f"{flow(key)}:"] + [f"  {flow(k)}: {flow(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{flow(key)}: {flow(value)}")
+    i = 0
+    for section in ("backbone", "head"):
+        lines += ["", f"{section}:"]
+        for row in d[section]:
+            lines.append(f"  - {flow(row)} # {i}{' ' + notes[i] if i in notes else ''}")
+            i += 1
+    return "\n".join(lines) + "\n"
+
+
+def load_source(src: str) -> tuple[dict, str, str]:
+    """Model dict, scale letter and resolved path of a YAML name or path, looked up as Ultralytics does."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    try:
+        d = yaml_model_load(src)
+    except FileNotFoundError as e:
+        raise InputError(f"{src}: no such model YAML (neither a file nor an Ultralytics / yolo-incep name)") from e
+    except yaml.YAMLError as e:
+        raise InputError(f"{src}: not valid YAML: {e}") from e
+    if not isinstance(d, dict):
+        raise InputError(f"{src}: not a model YAML (top level is not a mapping)")
+    first = next(iter(d.get("scales") or {}), "")  # what Ultralytics builds for a name without a scale letter
+    return d, d.pop("scale", "") or first, d.pop("yaml_file", src)
+
+
+def build_stats(d: dict, scale: str) -> tuple[int, float]:
+    """Parameters and GFLOPs at 640 of a model dict built at `scale`."""
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import get_flops
+
+    model = DetectionModel({**copy.deepcopy(d), "scale": scale}, verbose=False)
+    return sum(p.numel() for p in model.parameters()), get_flops(model, 640)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """CLI arguments of `yolo-incep swap`."""
+    parser.add_argument("source", help="model YAML: a file, or a name like yolov8s.yaml / yolo11n.yaml / yolov9c.yaml")
+    parser.add_argument("-o", "--output", required=True, help="YAML file to write")
+    parser.add_argument("--where", choices=tuple(SECTIONS), default="all",
+                        help="rows to convert: backbone, neck (the YAML's head section) or all (default)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Convert, check that the result builds, write it atomically, print rows and params/GFLOPs before and after."""
+    d, scale, resolved = load_source(args.source)
+    result = swap_dict(d, args.where, args.source)
+    for i, name in result.unconvertible:
+        print(f"not converted: row {i} {name} (no Inception counterpart)")
+    if not result.converted:
+        known = ", ".join(sorted(counterparts()))
+        raise InputError(f"{args.source}: no convertible row in --where {args.where} (convertible: {known})")
+    out = Path(args.output)
+    header = [
+        f"Generated by `yolo-incep swap {args.source} --where {args.where}` from {resolved}.",
+    ]
+    if scale and scale in (d.get("scales") or {}):
+        header.append(f"Scale '{scale}' is listed first: it is built when this file's name has no scale letter.")
+    notes = {i: f"(was {a})" for i, a, _ in result.converted}
+    notes.update({i: "(kept: no Inception counterpart)" for i, _ in result.unconvertible})
+    text = dump(scale_first(result.model, scale), header, notes)
+    new = yaml.safe_load(text)  # build what is written, not what was meant
+    before, after = build_stats(d, scale), build_stats(new, scale)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".yaml", dir=out.parent, text=True)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    for i, a, b in result.converted:
+        print(f"converted: row {i} {a} -> {b}")
+    label = f" (scale {scale})" if scale else ""
+    print(f"before{label}: {before[0] / 1e6:.2f}M params, {before[1]:.1f} GFLOPs at 640  {resolved}")
+    print(f"after{label}:  {after[0] / 1e6:.2f}M params, {after[1]:.1f} GFLOPs at 640  {out}")
+    return 0
