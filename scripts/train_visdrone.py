@@ -34,21 +34,22 @@ class Budget:
     amp: bool
     cache: bool | str
     patience: int
+    warmup_epochs: float
 
 
 BUDGETS = {
     # One epoch on ~5% of the sample at a tiny size: checks the whole pipeline (data, model, loss, val) in seconds.
     "smoke": Budget(imgsz=160, epochs=1, batch=8, fraction=0.05, close_mosaic=0, workers=0, device="cpu",
-                    amp=False, cache=False, patience=0),
+                    amp=False, cache=False, patience=0, warmup_epochs=0),
     # 2 CPU cores, under an hour per model: 640 px, where yolov8n takes ~4.4 s per batch of 8 (measured), ~2.3 min
     # per epoch over the sample's ~240 train images: 15 epochs, ~35 min (more for the Inception model); the last 5
     # without mosaic.
     "cpu": Budget(imgsz=640, epochs=15, batch=8, fraction=1.0, close_mosaic=5, workers=2, device="cpu",
-                  amp=False, cache="ram", patience=0),
+                  amp=False, cache="ram", patience=0, warmup_epochs=1),
     # One GPU: 1024 px keeps a 1920x1080 frame within 2x of native, where most VisDrone objects are under 32 px;
     # 150 epochs from scratch (no ImageNet weights offline), the last 15 without mosaic; AMP for speed.
     "gpu": Budget(imgsz=1024, epochs=150, batch=16, fraction=1.0, close_mosaic=15, workers=8, device="0",
-                  amp=True, cache="disk", patience=50),
+                  amp=True, cache="disk", patience=50, warmup_epochs=3),
 }
 
 RECIPE = {
