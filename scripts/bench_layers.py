@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from yolo_incep.data.common import atomic_write_bytes
 
 # (model, stage stride) -> (channels of the inner blocks, side at 640); yolov8 widths 0.25 (n) and 0.5 (s)
 STAGES = {
@@ -191,11 +191,7 @@ def write_json(data: dict[str, object], path: Path | None) -> None:
     text = json.dumps(data, indent=1)
     print(text)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.replace(tmp, path)
+        atomic_write_bytes(path, text + "\n")
 
 
 def main() -> None:

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
+from .data.common import atomic_write_bytes
 from .errors import InputError
 
 SECTIONS = {"backbone": ("backbone",), "neck": ("head",), "all": ("backbone", "head")}  # Ultralytics' head = neck
@@ -160,14 +159,7 @@ def run(args: argparse.Namespace) -> int:
     text = dump(scale_first(result.model, scale), header, notes)
     new = yaml.safe_load(text)  # build what is written, not what was meant
     before, after = build_stats(d, scale), build_stats(new, scale)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".yaml", dir=out.parent, text=True)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    atomic_write_bytes(out, text)
     for i, a, b in result.converted:
         print(f"converted: row {i} {a} -> {b}")
     label = f" (scale {scale})" if scale else ""

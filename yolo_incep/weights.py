@@ -7,15 +7,14 @@ InceptionNeXtStage row. The classifier head (`head.*`) has no place in a detecto
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from .data.common import atomic_path
 from .errors import InputError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what timm's inception_next was trained on; YOLO feeds RGB in [0, 1]
@@ -169,13 +168,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"model {args.model}: {e}") from e
     report = load_backbone_weights(yolo, args.weights, fold_imagenet_norm=not args.no_fold_norm)
     print(f"{args.weights} -> {args.model}: {report}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".pt", dir=out.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out) as tmp:
         yolo.save(tmp)
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     print(f"saved {out} (train with: yolo train model={out} data=...)")
     return 0

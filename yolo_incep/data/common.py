@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
 import math
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
@@ -19,20 +21,26 @@ Box = tuple[float, float, float, float]
 Labelled = tuple[int, Box]
 
 
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` to write; it replaces `path` on success and is removed on any failure (Ctrl-C too)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
 def atomic_write_bytes(path: Path, data: bytes | str) -> bool:
-    """Write `data` (str as UTF-8) through a temp file and os.replace; skip (return False) when the file holds it."""
+    """Write `data` (str as UTF-8) atomically; skip (return False) when the file already holds it."""
     data = data.encode("utf-8") if isinstance(data, str) else data
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:  # Ctrl-C included: never leave the temp file behind
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return True
 
 
