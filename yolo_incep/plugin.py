@@ -18,10 +18,7 @@ from .errors import InputError
 
 SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested), see tests/test_plugin.py
 SUPPORTED_TEXT = "ultralytics>=8.4.0,<8.5.0"
-_PACKAGE_DIR = Path(__file__).resolve().parent
-# Inside an installed wheel the YAMLs sit in the package; in a source checkout (editable install) beside it.
-MODEL_YAMLS = next((p for p in (_PACKAGE_DIR / "model_yamls", _PACKAGE_DIR.parent / "model_yamls") if p.is_dir()),
-                   _PACKAGE_DIR / "model_yamls")
+MODEL_YAMLS = Path(__file__).resolve().parent / "model_yamls"  # a link to the checkout's model_yamls/, a copy in wheels
 _lock = threading.RLock()  # parse_model rebinds module globals of ultralytics.nn.tasks while it runs
 
 
