@@ -289,6 +289,7 @@ def plot_png(report: dict) -> bytes:
             ax.bar_label(bars, fmt="%.3f", fontsize=7)
         ax.set_xticks(range(3), [s for s in coco.AREAS[1:]])
         ax.set_title(f"AP by object size, maxDets {md}")
+        ax.set_ylim(0, max(0.05, ax.get_ylim()[1]))  # AP noise of 1e-6 must not fill the axis like a result
     axes[0].set_ylabel("AP@[.5:.95]")
     axes[-1].legend(fontsize=8)
     buf = io.BytesIO()
