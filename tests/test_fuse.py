@@ -25,8 +25,8 @@ def _randomize_norms(model: nn.Module, seed: int = 0) -> None:
                 m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) * 0.5 + 0.5)
 
 
-# the last shape is above the tiling threshold (hidden activation >= 1M floats) and splits into uneven tiles
-@pytest.mark.parametrize("dim,shape", [(32, (2, 32, 20, 24)), (4, (1, 4, 9, 9)), (16, (2, 16, 96, 96))])
+# the last shape is above the tiling threshold (>= 1M hidden floats per image) and splits into uneven tiles
+@pytest.mark.parametrize("dim,shape", [(32, (2, 32, 20, 24)), (4, (1, 4, 9, 9)), (16, (2, 16, 144, 144))])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_fused_block_equals_unfused_eval(dim, shape, layout):
     block = MetaNeXtBlock(dim).eval()

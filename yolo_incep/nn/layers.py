@@ -8,7 +8,8 @@ from torchvision.ops import StochasticDepth
 
 # Pixels per MLP tile in the fused CPU path are chosen so that the 4x-wide hidden activation of a tile stays
 # within about 1 MiB (one core's L2 here): the un-tiled MLP streams it through memory, 2-6x slower at batch 16.
-# Below 4 MiB of hidden activation in all, the plain 1x1 convs win (1.5x at 32 ch x 80x80, batch 1).
+# Below 4 MiB of hidden activation per image, the plain 1x1 convs win (1.5x at 32 ch x 80x80, batch 1; 1.4x at
+# 128 ch x 20x20, batch 16, where per-image tiles are too small): scripts/bench_layers.py.
 _TILE_HIDDEN_FLOATS = 1 << 18
 _TILE_MIN_HIDDEN_FLOATS = 1 << 20
 
@@ -109,8 +110,7 @@ class MetaNeXtBlock(nn.Module):
         """Residual MetaNeXt update."""
         y = self.token_mixer(x)
         if self.fused and x.device.type == "cpu" and x.is_contiguous() and not self._tracks_graph():
-            hidden_floats = x.numel() // x.shape[1] * self.mlp.fc1.out_channels
-            if hidden_floats >= _TILE_MIN_HIDDEN_FLOATS:
+            if x.shape[2] * x.shape[3] * self.mlp.fc1.out_channels >= _TILE_MIN_HIDDEN_FLOATS:  # per image
                 return self._tiled_mlp_residual(x, y)
         y = self.mlp(self.norm(y))
         if self.gamma is not None:
