@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CUDA build runs fine on CPU. Ultralytics is pinned to the version the tests ran against (range: pyproject).
 PINS := torch==2.14.1 torchvision==0.29.2 ultralytics==8.4.190
 
-.PHONY: demo test install clean
+.PHONY: demo test test-oldest install clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -23,5 +23,10 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
+# The oldest supported Ultralytics (plugin.SUPPORTED_RANGE) in place of the pinned one; not part of `make test`.
+test-oldest: install
+	$(BIN)/python -m pip install --quiet --no-deps --target .oldest ultralytics==8.4.0
+	PYTHONPATH=.oldest $(BIN)/python -m pytest tests/test_plugin.py tests/test_zoo.py tests/test_fuse.py tests/test_swap.py
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .oldest runs .pytest_cache

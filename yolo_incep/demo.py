@@ -65,7 +65,7 @@ def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/yolo-incep-demo", help="output folder (dataset, runs, report)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs per model")
+    p.add_argument("--epochs", type=int, default=20, help="training epochs per model")
     p.add_argument("--imgsz", type=int, default=256, help="train/eval image size")
     p.add_argument("--models", nargs="+", default=["yolov8n.yaml", "yolov8n-incep.yaml"], help="baseline first")
     p.add_argument("--device", default="cpu")
