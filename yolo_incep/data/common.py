@@ -142,34 +142,32 @@ def _to_pixels(cx: float, cy: float, w: float, h: float, width: float, height: f
     return ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
 
 
+def _fields(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """('file:line', fields) of every non-empty line of a label-style file; nothing for a missing file."""
+    if not path.is_file():
+        return
+    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if fields := line.split():
+            yield f"{path}:{n}", fields
+
+
 def read_labels(path: Path, width: float, height: float) -> list[Labelled]:
     """A YOLO label file as pixel boxes; a missing file means no boxes; a malformed line is an InputError (file:line)."""
-    if not path.is_file():
-        return []
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
-        where = f"{path}:{n}"
+    for where, fields in _fields(path):
         if len(fields) != 5 or not fields[0].isdigit():
-            raise InputError(f"{where}: expected 'class cx cy w h' with an integer class, got {line!r}")
+            raise InputError(f"{where}: expected 'class cx cy w h' with an integer class, got {' '.join(fields)!r}")
         out.append((int(fields[0]), _to_pixels(*_parse_normalised(fields[1:], where), width, height)))
     return out
 
 
 def read_regions(path: Path, width: float, height: float) -> list[Box]:
     """An ignore sidecar as pixel boxes; a missing file means none; a malformed line is an InputError (file:line)."""
-    if not path.is_file():
-        return []
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-        fields = line.split()
-        if not fields:
-            continue
+    for where, fields in _fields(path):
         if len(fields) != 4:
-            raise InputError(f"{path}:{n}: expected 'cx cy w h', got {line!r}")
-        out.append(_to_pixels(*_parse_normalised(fields, f"{path}:{n}"), width, height))
+            raise InputError(f"{where}: expected 'cx cy w h', got {' '.join(fields)!r}")
+        out.append(_to_pixels(*_parse_normalised(fields, where), width, height))
     return out
 
 
