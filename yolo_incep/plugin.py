@@ -16,7 +16,7 @@ from types import ModuleType
 
 from .errors import InputError
 
-SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested), see tests/test_plugin.py
+SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested): `make test` and `make test-oldest`
 SUPPORTED_TEXT = "ultralytics>=8.4.0,<8.5.0"
 MODEL_YAMLS = Path(__file__).resolve().parent / "model_yamls"  # a link to the checkout's model_yamls/, a copy in wheels
 _lock = threading.RLock()  # parse_model rebinds module globals of ultralytics.nn.tasks while it runs
@@ -129,11 +129,13 @@ def _wrap_parse_model(tasks: ModuleType, original):
                     stock = getattr(tasks, mirror) if mirror else None
                     bindings[key] = _stand_in(key, stock, mine, original.__code__, yaml_file)
                 bindings[name] = bindings[key]
-            saved = {name: tasks.__dict__.get(name) for name in bindings}
+            saved = {name: tasks.__dict__[name] for name in bindings if name in tasks.__dict__}
             tasks.__dict__.update(bindings)
             try:
                 return original(d, ch, verbose)
             finally:
+                for name in bindings:
+                    tasks.__dict__.pop(name)
                 tasks.__dict__.update(saved)
 
     parse_model.__wrapped_by_yolo_incep__ = True
