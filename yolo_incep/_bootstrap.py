@@ -1,6 +1,7 @@
 """Run from yolo_incep.pth at interpreter start-up: install the plugin once Ultralytics imports its model parser.
 
-Imports only `sys` (not even importlib.abc: finders and loaders are duck-typed), so unrelated Python start-up stays as fast as before (no torch, no ultralytics).
+Imports only `sys` (not even importlib.abc: finders and loaders are duck-typed), so unrelated Python start-up
+stays as fast as before (no torch, no ultralytics).
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .data.common import atomic_write_bytes
+
 CLASSES = ("disc", "square", "triangle")
 COLORS = ((40, 40, 220), (40, 190, 40), (220, 120, 30))  # BGR, one per class: easy enough for minutes of CPU training
 
@@ -36,8 +38,6 @@ def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, n in (("train", n_train), ("val", n_val)):
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "labels" / split).mkdir(parents=True, exist_ok=True)
         for k in range(n):
             base = rng.integers(60, 180, 3)
             img = np.clip(base + rng.normal(0, 12, (imgsz, imgsz, 3)), 0, 255).astype(np.uint8)
@@ -54,12 +54,12 @@ def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz
                 color = tuple(int(c) for c in np.clip(np.array(COLORS[cls]) + rng.integers(-20, 20, 3), 0, 255))
                 _draw(img, cls, cx, cy, size, color)
                 rows.append(f"{cls} {cx / imgsz:.6f} {cy / imgsz:.6f} {size / imgsz:.6f} {size / imgsz:.6f}")
-            cv2.imwrite(str(root / "images" / split / f"{split}_{k:04d}.png"), img)
-            (root / "labels" / split / f"{split}_{k:04d}.txt").write_text("\n".join(rows) + "\n")
+            atomic_write_bytes(root / "images" / split / f"{split}_{k:04d}.png", cv2.imencode(".png", img)[1].tobytes())
+            atomic_write_bytes(root / "labels" / split / f"{split}_{k:04d}.txt", "\n".join(rows) + "\n")
     data = root / "data.yaml"
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-    data.write_text(f"# synthetic small-object shapes from yolo_incep.demo (seed {seed})\npath: {root.resolve()}\n"
-                    f"train: images/train\nval: images/val\nnames:\n{names}\n")
+    header = f"# synthetic small-object shapes from yolo_incep.demo (seed {seed})\npath: {root.resolve()}\n"
+    atomic_write_bytes(data, f"{header}train: images/train\nval: images/val\nnames:\n{names}\n")
     return data
 
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     for i, name in enumerate(args.models, 1):
         print(f"[demo] {i}/{len(args.models)} training {name} for {args.epochs} epochs at {args.imgsz} on {args.device}")
         model = YOLO(name)
-        # tiny data, few steps: no mosaic and a brisk AdamW learning rate make AP appear within a dozen CPU epochs
+        # tiny data, few steps: no mosaic and a brisk AdamW learning rate make AP appear within minutes of CPU training
         model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=8, device=args.device, workers=0,
                     seed=args.seed, deterministic=True, project=str(out / "runs"), name=Path(name).stem,
                     exist_ok=True, plots=False, amp=False, mosaic=0.0, optimizer="AdamW", lr0=0.004, warmup_epochs=1,
@@ -95,6 +95,6 @@ def run(args: argparse.Namespace) -> int:
     report = compare_models(weights, str(data), split="val", imgsz=args.imgsz, out=out / "compare", device=args.device)
     print(format_table(report))
     print(f"[demo] report: {out / 'compare' / 'report.json'}; total {time.perf_counter() - t0:.0f} s")
-    print("[demo] A few CPU epochs on synthetic shapes check the pipeline end to end; they say nothing about which model"
-          " is better on real aerial imagery (see scripts/bench_small.py for VisDrone).")
+    print(f"[demo] {args.epochs} CPU epochs on synthetic shapes check the pipeline end to end; they say nothing about"
+          " which model is better on real aerial imagery (see scripts/bench_small.py for VisDrone).")
     return 0
