@@ -16,6 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_layers import interleaved_medians, write_json  # noqa: E402
+from yolo_incep.eval.compare import model_cost  # noqa: E402
 
 PAIRS = [
     ("yolov8n.yaml", "yolov8n-incep.yaml"),
@@ -70,10 +71,9 @@ def train_step_fn(model, batch: int, imgsz: int, device: torch.device):
 
 
 def describe(model) -> dict[str, float]:
-    """Parameters and GFLOPs at 640 of the unfused model, as Ultralytics reports them."""
-    from ultralytics.utils.torch_utils import get_flops
-
-    return {"params": sum(p.numel() for p in model.parameters()), "gflops_640": round(get_flops(model, 640), 3)}
+    """Parameters and GFLOPs at 640 of the unfused model, counted as `yolo-incep compare` counts them."""
+    params, gflops = model_cost(model, 640)
+    return {"params": params, "gflops_640": gflops}
 
 
 def bench_pair(stock_name: str, incep_name: str, args: argparse.Namespace, device: torch.device) -> dict[str, object]:

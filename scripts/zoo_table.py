@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import copy
 
-from ultralytics.nn.tasks import DetectionModel, yaml_model_load
-from ultralytics.utils.torch_utils import get_flops
+from ultralytics.nn.tasks import yaml_model_load
 
 from yolo_incep.plugin import MODEL_YAMLS
-from yolo_incep.swap import counterparts
+from yolo_incep.swap import build_stats, counterparts
 
 STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
     "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n", "yolov8-incep-p2": "yolov8n-p2", "yolov9t-incep": "yolov9t",
     "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n", "yolov8-inceptionnext": "yolov8n",
 }
-
-
-def stats(d: dict) -> tuple[float, float]:
-    """(M params, GFLOPs at 640) of a model dict."""
-    model = DetectionModel(copy.deepcopy(d), verbose=False)
-    return sum(p.numel() for p in model.parameters()) / 1e6, get_flops(model, 640)
 
 
 def stock_twin(d: dict) -> dict:
@@ -48,8 +41,8 @@ def main() -> None:
             twin, label = yaml_model_load("yolov8n.yaml"), "yolov8n"
         else:
             twin, label = stock_twin(d), STOCK_NAMES.get(path.stem, f"{path.stem} with stock blocks")
-        (p, g), (sp, sg) = stats(d), stats(twin)
-        print(f"| {name} | {p:.2f} | {g:.1f} | {label} | {sp:.2f} | {sg:.1f} |")
+        (p, g), (sp, sg) = build_stats(d, d["scale"]), build_stats(twin, d["scale"])
+        print(f"| {name} | {p / 1e6:.2f} | {g:.1f} | {label} | {sp / 1e6:.2f} | {sg:.1f} |")
 
 
 if __name__ == "__main__":

@@ -47,9 +47,8 @@ def split_by_sequence(stems: Iterable[str], val_fraction: float, seed: int = 0) 
     return val
 
 
-def _files_of(root: Path, split: str, stem: str) -> list[Path]:
-    """The image, label and ignore sidecar of one stem in one split, those that exist."""
-    image = list_images(root / "images" / split).get(stem)
+def _files_of(root: Path, split: str, stem: str, image: Path | None) -> list[Path]:
+    """The image (as listed), label and ignore sidecar of one stem in one split, those that exist."""
     others = [root / kind / split / f"{stem}.txt" for kind in ("labels", "ignore")]
     return [p for p in [image, *others] if p is not None and p.exists()]
 
@@ -62,14 +61,15 @@ def resplit(root: Path, val_fraction: float, seed: int = 0) -> dict[str, int]:
     if "train" not in present:
         raise InputError(f"{root}: no images/train split to split")
     splits = ("train", "val")
-    stems = {s: set(list_images(root / "images" / s)) for s in splits}
-    val = split_by_sequence(stems["train"] | stems["val"], val_fraction, seed)
-    for stem in stems["train"] | stems["val"]:
+    images = {s: list_images(root / "images" / s) for s in splits}  # listed once, not once per file
+    stems = set(images["train"]) | set(images["val"])
+    val = split_by_sequence(stems, val_fraction, seed)
+    for stem in stems:
         target = "val" if stem in val else "train"
         for source in splits:
             if source == target:
                 continue
-            for f in _files_of(root, source, stem):
+            for f in _files_of(root, source, stem, images[source].get(stem)):
                 dest = root / f.parent.parent.name / target / f.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(f, dest)  # labels move with their image; a rerun completes an interrupted move
