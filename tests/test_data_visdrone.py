@@ -245,43 +245,6 @@ def test_cli_on_random_annotation_files_never_shows_a_traceback(lines, junk, ski
             assert ".txt:" in err  # file:line
 
 
-def load_recipe():
-    """scripts/train_visdrone.py as a module."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts/train_visdrone.py"
-    spec = importlib.util.spec_from_file_location("train_visdrone", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-@needs_sample
-def test_recipe_budgets_are_valid_ultralytics_arguments(converted, tmp_path):
-    from ultralytics.cfg import get_cfg
-
-    recipe = load_recipe()
-    dst, _ = converted
-    most = recipe.max_objects(dst / "data.yaml")
-    assert most == 902  # the densest sample frame
-    for budget in recipe.BUDGETS.values():
-        args = recipe.train_args(budget, dst / "data.yaml", most, tmp_path)
-        cfg = get_cfg(overrides={**args, "model": "yolov8n.yaml"})  # raises on unknown keys or bad types
-        assert cfg.max_det > most and cfg.close_mosaic < cfg.epochs or cfg.epochs == 1
-    assert recipe.p2_variant("yolov8n-incep.yaml") == "yolov8n-incep-p2.yaml"
-    assert recipe.p2_variant("yolov8n-p2.yaml") == "yolov8n-p2.yaml"
-
-
-@needs_sample
-@pytest.mark.slow
-def test_recipe_smoke_budget_trains(tmp_path, capsys):
-    assert load_recipe().main(["--budget", "smoke", "--model", "yolov8n.yaml", "--project", str(tmp_path)]) == 0
-    result = [line for line in capsys.readouterr().out.splitlines() if line.startswith('{"model"')]
-    assert len(result) == 1 and '"metrics/mAP50-95(B)"' in result[0]
-    assert (tmp_path / "smoke/yolov8n/weights/last.pt").is_file()
-
-
 @needs_sample
 def test_download_step_converts_unzipped_folders_in_place_and_explains_offline(tmp_path, monkeypatch):
     import ultralytics.utils

@@ -1,0 +1,103 @@
+"""The training recipe and the benchmark protocol: valid Ultralytics arguments, step budgets, resumable runs."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import pytest
+import torch
+
+from yolo_incep import cli, protocol, recipe
+from yolo_incep.data.prepare import find_sample
+from yolo_incep.errors import InputError
+
+
+def _has_sample() -> bool:
+    with contextlib.suppress(InputError):
+        return find_sample().is_dir()
+    return False
+
+
+needs_sample = pytest.mark.skipif(not _has_sample(), reason="VisDrone sample not found (../shared/data/...)")
+
+
+def test_budgets_are_valid_ultralytics_arguments(tmp_path, monkeypatch):
+    from ultralytics.cfg import get_cfg
+
+    monkeypatch.setattr(recipe, "max_objects", lambda data: 902)  # the densest sample frame
+    for name, budget in recipe.BUDGETS.items():
+        args = recipe.train_args(budget, tmp_path / "data.yaml", tmp_path, "run", seed=3)
+        cfg = get_cfg(overrides={**args, "model": "yolov8n.yaml"})  # raises on unknown keys or bad types
+        assert cfg.max_det > 902 and cfg.seed == 3
+        assert cfg.close_mosaic < cfg.epochs or cfg.epochs == 1, name
+        assert cfg.imgsz <= budget.tile, name  # tiles are never upscaled
+
+
+def test_cpu_budget_counts_optimizer_steps():
+    cpu = recipe.BUDGETS["cpu"]
+    assert cpu.nbs == cpu.batch  # one optimizer step per batch: Ultralytics' default nbs=64 would take a quarter
+    assert recipe.optimizer_steps(4732, cpu) == 1776  # the sample's 4,732 train tiles, 6 epochs
+    assert recipe.optimizer_steps(4732, recipe.BUDGETS["study"]) == 592
+    assert recipe.optimizer_steps(1000, recipe.BUDGETS["gpu"]) == 63 * 60 // 4
+    warmup = max(round(cpu.warmup_epochs * 296), 100)  # Ultralytics' rule, in batches
+    assert warmup / 1776 < 0.1
+
+
+def test_p2_variant():
+    assert recipe.p2_variant("yolov8n-incep.yaml") == "yolov8n-incep-p2.yaml"
+    assert recipe.p2_variant("yolov8n-p2.yaml") == "yolov8n-p2.yaml"
+
+
+def test_grids_put_the_baseline_first_and_name_arms_once():
+    for name, grid in protocol.GRIDS.items():
+        assert grid[0].model == "yolov8n.yaml", name
+        assert len({a.name for a in grid}) == len(grid), name
+    cpu = {a.name: a for a in protocol.GRIDS["cpu"]}
+    assert len(cpu["yolov8n"].seeds) >= 2 and len(cpu["yolov8n-incep"].seeds) >= 2
+
+
+def test_layer_scale_context_sets_and_restores_the_init():
+    from yolo_incep.nn.layers import MetaNeXtBlock
+
+    before = MetaNeXtBlock(16).gamma
+    with protocol.layer_scale(0.5):
+        assert torch.all(MetaNeXtBlock(16).gamma == 0.5)
+    with protocol.layer_scale(None):
+        assert MetaNeXtBlock(16).gamma is None
+    assert torch.equal(MetaNeXtBlock(16).gamma, before)
+
+
+def test_checkpoint_state(tmp_path):
+    assert recipe.checkpoint_state(tmp_path / "last.pt") == "fresh"
+    torch.save({"epoch": 2, "model": None}, tmp_path / "last.pt")
+    assert recipe.checkpoint_state(tmp_path / "last.pt") == "resume"
+    torch.save({"epoch": -1, "model": None}, tmp_path / "last.pt")  # what strip_optimizer leaves
+    assert recipe.checkpoint_state(tmp_path / "last.pt") == "done"
+
+
+def test_unknown_arm_is_a_one_line_error():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["bench", "--budget", "smoke", "--arms", "nope"])
+    err = err.getvalue()
+    assert rc == 2 and "--arms: nope not in the smoke grid" in err and "Traceback" not in err
+
+
+@needs_sample
+@pytest.mark.slow
+def test_smoke_grid_trains_resumes_and_compares(tmp_path):
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["bench", "--budget", "smoke", "--work", str(work), "--out", str(out)]
+    assert cli.main(argv) == 0
+    bench = json.loads((out / "bench.json").read_text())
+    assert [r["arm"] for r in bench["runs"]] == ["yolov8n", "yolov8n-incep"]
+    assert all(r["batches"] == 12 for r in bench["runs"])  # 2% of the train tiles at batch 8, one step each
+    assert bench["runs"][1]["gamma"] and bench["runs"][0]["gamma"] is None
+    report = json.loads((out / "report.json").read_text())
+    assert [m["name"] for m in report["models"]][:2] == ["yolov8n", "yolov8n-incep"]
+    done = work / "runs/yolov8n-s0/done.json"
+    mtime = done.stat().st_mtime_ns
+    assert cli.main([*argv, "--no-compare"]) == 0  # finished runs are skipped, not retrained
+    assert done.stat().st_mtime_ns == mtime
