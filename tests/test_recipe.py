@@ -101,3 +101,38 @@ def test_smoke_grid_trains_resumes_and_compares(tmp_path):
     mtime = done.stat().st_mtime_ns
     assert cli.main([*argv, "--no-compare"]) == 0  # finished runs are skipped, not retrained
     assert done.stat().st_mtime_ns == mtime
+
+
+# fp16 rounding of the MLP weights moves the branch by ~5e-4 of its size; the paper's 1e-6 is below fp16's smallest
+# normal number (6.1e-5), so the subnormal gamma itself is rounded by up to ~1.3 % (still only 1e-8 absolute).
+@pytest.mark.parametrize("init, bound", [("default", None), (1e-6, 2e-2), (1.0, 1e-3)])
+def test_fp16_checkpoint_round_trip_keeps_what_blocks_compute(tmp_path, init, bound):
+    import copy
+
+    from ultralytics.nn.tasks import DetectionModel, load_checkpoint
+
+    from yolo_incep.nn.layers import MetaNeXtBlock
+
+    torch.manual_seed(0)
+    with protocol.layer_scale(init):
+        model = DetectionModel("yolov8n-incep.yaml", verbose=False).eval()
+    if bound is None:
+        gamma = next(m for m in model.modules() if isinstance(m, MetaNeXtBlock)).gamma
+        bound = 1e-3 if gamma is None or gamma.abs().min() >= 6.2e-5 else 2e-2
+    torch.save({"ema": copy.deepcopy(model).half(), "model": None}, tmp_path / "last.pt")  # as the trainer saves
+    loaded = load_checkpoint(tmp_path / "last.pt")[0].eval()
+    pairs = [(a, b) for a, b in zip(model.modules(), loaded.modules()) if isinstance(a, MetaNeXtBlock)]
+    assert len(pairs) == 6
+    x = torch.randn(2, 3, 64, 64)
+    def branch(b: MetaNeXtBlock, y: torch.Tensor) -> torch.Tensor:
+        """The residual branch alone, gamma * MLP(BN(mixer(y))): x + branch would round a 1e-6 branch away."""
+        z = b.mlp(b.norm(b.token_mixer(y)))
+        return z if b.gamma is None else z * b.gamma.view(1, -1, 1, 1)
+
+    for block, reloaded in pairs:
+        y = torch.randn(2, block.norm.num_features, 8, 8)
+        with torch.no_grad():
+            want, got = branch(block, y), branch(reloaded, y)
+        assert (got - want).abs().max() <= bound * want.abs().max()  # fp16 rounding of weights and gamma only
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x)[0], model(x)[0], rtol=2e-3, atol=2e-3)
