@@ -39,12 +39,13 @@ GRIDS: dict[str, tuple[Arm, ...]] = {
     # Baseline first. The two main arms get 2 seeds, the P2 arms 1 (each ~42 min on 2 cores).
     "cpu": (Arm("yolov8n", "yolov8n.yaml", (0, 1)), Arm("yolov8n-incep", "yolov8n-incep.yaml", (0, 1)),
             Arm("yolov8n-p2", "yolov8n-p2.yaml"), Arm("yolov8n-incep-p2", "yolov8n-incep-p2.yaml")),
+    # The layer-scale study, most telling arms first (a partial study still compares paper vs large init).
     "study": (Arm("yolov8n", "yolov8n.yaml"),
               Arm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),
-              Arm("incep-ls1e-6-nowd", "yolov8n-incep.yaml", layer_scale=1e-6, gamma_decay=False),
-              Arm("incep-ls0.1", "yolov8n-incep.yaml", layer_scale=0.1),
               Arm("incep-ls1", "yolov8n-incep.yaml", layer_scale=1.0),
-              Arm("incep-nols", "yolov8n-incep.yaml", layer_scale=None)),
+              Arm("incep-ls0.1", "yolov8n-incep.yaml", layer_scale=0.1),
+              Arm("incep-nols", "yolov8n-incep.yaml", layer_scale=None),
+              Arm("incep-ls1e-6-nowd", "yolov8n-incep.yaml", layer_scale=1e-6, gamma_decay=False)),
     "smoke": (Arm("yolov8n", "yolov8n.yaml"), Arm("yolov8n-incep", "yolov8n-incep.yaml")),
 }
 GRIDS["gpu"] = GRIDS["cpu"]
