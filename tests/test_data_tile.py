@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from yolo_incep.cli import main
-from yolo_incep.data.common import format_labels, read_labels, read_regions
+from yolo_incep.data.yolo import format_labels, read_labelled, read_regions, to_corners
 from yolo_incep.data.tile import crop_annotations, tile_dataset, tile_windows
 from yolo_incep.data.visdrone import convert_visdrone
 from yolo_incep.errors import InputError
@@ -92,14 +92,14 @@ def test_tiles_are_exact_crops_with_clipped_labels(tmp_path):
         name = f"0000001_00001_d_1_{x0}_{y0}"
         tile = np.asarray(Image.open(tmp_path / f"dst/images/train/{name}.png"))
         assert np.array_equal(tile, pixels[y0:y1, x0:x1])
-        got = read_labels(tmp_path / f"dst/labels/train/{name}.txt", 64, 64)
+        got = read_labelled(tmp_path / f"dst/labels/train/{name}.txt", 64, 64)
         expected = []
         for c, (bx1, by1, bx2, by2) in ((0, (5, 5, 25, 25)), (3, (40, 10, 70, 30))):
             ix1, iy1, ix2, iy2 = max(bx1, x0), max(by1, y0), min(bx2, x1), min(by2, y1)
             if ix2 > ix1 and iy2 > iy1 and (ix2 - ix1) * (iy2 - iy1) >= 0.5 * (bx2 - bx1) * (by2 - by1):
                 expected.append((c, (ix1 - x0, iy1 - y0, ix2 - x0, iy2 - y0)))
         assert [(c, pytest.approx(b, abs=1e-3)) for c, b in expected] == got
-        regions = read_regions(tmp_path / f"dst/ignore/train/{name}.txt", 64, 64)
+        regions = to_corners(read_regions(tmp_path / f"dst/ignore/train/{name}.txt"), 64, 64)
         assert ((85 - x0, 68 - y0, 95 - x0, 76 - y0) in [tuple(round(v) for v in r) for r in regions]) == (x0 >= 32 and y0 == 16)
     assert "train: images/train" in (tmp_path / "dst/data.yaml").read_text()
 

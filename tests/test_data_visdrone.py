@@ -214,7 +214,7 @@ def check_box(box: list[float]) -> None:
 @given(st.lists(rows, max_size=15), st.integers(1, 100), st.integers(1, 100))
 def test_parse_never_leaks_a_bad_class_or_box(lines, width, height):
     text = "\n".join(lines)
-    from yolo_incep.data.common import format_labels, format_regions
+    from yolo_incep.data.yolo import format_labels, format_regions
 
     try:
         ann = parse_annotations(text, "a.txt", width, height)
