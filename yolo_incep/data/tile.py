@@ -30,6 +30,7 @@ from .yolo import (
     image_size,
     label_path,
     list_images,
+    open_image,
     read_data_yaml,
     read_labelled,
     read_regions,
@@ -132,10 +133,10 @@ def _encode(image, fmt: str) -> bytes:
 
 
 def _tile_image(source: _Source, out_root: Path, min_visibility: float, report: TileReport) -> None:
-    from PIL import Image, ImageOps
+    from PIL import ImageOps
 
     try:
-        with Image.open(source.path) as raw:
+        with open_image(source.path) as raw:
             fmt = "JPEG" if raw.format in ("JPEG", "MPO") else "PNG"  # by content: a PNG named .jpg stays lossless
             image = ImageOps.exif_transpose(raw)  # the orientation Ultralytics trains on, as image_size reports it
             image.load()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,15 +72,24 @@ def foreign_files(root: Path, stems: set[str]) -> list[Path]:
     return found
 
 
+def open_image(path: Path):
+    """PIL's own Image.open(path): once imported, Ultralytics wraps it to pip-install a HEIF plugin whenever PIL
+    cannot identify a file, and a data tool must not install packages because a file is not an image."""
+    from PIL import Image
+
+    patches = sys.modules.get("ultralytics.utils.patches")
+    return getattr(patches, "_image_open", Image.open)(path)
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) Ultralytics trains on: the decoded size, EXIF orientation applied; an image it would drop
     (unreadable, truncated JPEG, under 10 px a side) is an InputError naming it."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:
             im.verify()  # chunk CRCs of a PNG, structure of others; JPEG data is checked by its end marker below
-        with Image.open(path) as im:  # a verified image is spent: reopen it for the header
+        with open_image(path) as im:  # a verified image is spent: reopen it for the header
             fmt, (width, height) = im.format, im.size
             if im.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF orientations that rotate by 90 degrees
                 width, height = height, width
