@@ -151,6 +151,7 @@ def test_split_by_sequence_properties(sequences, fraction, seed):
     ("1,2,-3,4,1,4,0,0", "negative box size"),
     ("1,2,3,4,1,12,0,0", "unknown category"),
     ("1,2,3,4,1,nan,0,0", "category is not a finite number"),
+    ("0,0,1e23,4,1,4,0,0", "w=1e+23 h=4 reaches far outside its 960x540 image"),  # was a whole-image box
 ])
 def test_corrupted_copy_fails_with_file_and_line(tmp_path, row, message):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
@@ -295,3 +296,67 @@ def test_download_step_converts_unzipped_folders_in_place_and_explains_offline(t
     assert len(list((root / "labels/train").glob("*.txt"))) == 3
     with pytest.raises(ConnectionError, match="offline.*yolo-incep convert visdrone"):
         download_visdrone(tmp_path / "empty")
+
+
+@needs_sample
+def test_images_ultralytics_would_not_train_on_are_named_before_writing(tmp_path):
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
+    src = small_source(tmp_path / "src", stems)
+    images = src / "VisDrone2019-DET-train/images"
+    (images / f"{stems[0]}.jpg").unlink()
+    data = (SRC / "images" / f"{stems[0]}.jpg").read_bytes()
+    (images / f"{stems[0]}.jpg").write_bytes(data[: len(data) // 2])  # header intact, the rest cut off
+    rc, _, err = run_cli("convert", "visdrone", str(src), str(tmp_path / "dst"))
+    assert rc == 2 and f"{stems[0]}.jpg: truncated JPEG" in err and "Traceback" not in err
+    (images / f"{stems[0]}.jpg").write_bytes(data)
+    Image.open(images / f"{stems[1]}.jpg").save(images / f"{stems[1]}.png")  # was: the .jpg silently dropped
+    rc, _, err = run_cli("convert", "visdrone", str(src), str(tmp_path / "dst"))
+    assert rc == 2 and f"{stems[1]}.jpg and " in err and f"{stems[1]}.png share one label file" in err
+    assert not (tmp_path / "dst").exists()
+
+
+@needs_sample
+def test_convert_never_mixes_with_an_earlier_conversion(tmp_path):
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:8]]
+    dst = tmp_path / "dst"
+    convert_visdrone(small_source(tmp_path / "big", stems), dst, log=quiet)
+    small = small_source(tmp_path / "small", stems[:4])
+    before = snapshot(dst)
+    n = sum(1 for p in dst.glob("*/train/*") if p.stem in stems[4:])  # images, labels and sidecars of the other 4
+    rc, _, err = run_cli("convert", "visdrone", str(small), str(dst))
+    assert rc == 2 and f"holds {n} file(s) of another conversion" in err and "--overwrite" in err
+    assert snapshot(dst) == before
+    rc, out, _ = run_cli("convert", "visdrone", str(small), str(dst), "--overwrite")
+    assert rc == 0 and "train 4" in out and f"removed {n} file(s) of an earlier conversion" in out
+    assert sorted(p.stem for p in dst.glob("images/train/*")) == sorted(p.stem for p in dst.glob("labels/train/*")) \
+        == stems[:4]
+    assert all(p.stem in stems[:4] for p in dst.glob("ignore/*/*"))
+
+
+@needs_sample
+def test_split_keeps_the_users_data_yaml(tmp_path):
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:40]]
+    dst = tmp_path / "ds"
+    convert_visdrone(small_source(tmp_path / "src", stems), dst, log=quiet)
+    text = (f"# my copy of the sample\npath: {dst}  # absolute\ntrain: images/train\ntest: /data/elsewhere/test\n"
+            f"names:\n  0: pedestrian\n  1: people\ndownload: |\n  print('fetch')\n")
+    (dst / "data.yaml").write_text(text)
+    assert run_cli("split", str(dst), "--val-fraction", "0.25")[0] == 0
+    assert (dst / "data.yaml").read_text() == text.replace("train: images/train\n",
+                                                           "train: images/train\nval: images/val\n")
+    mtime = (dst / "data.yaml").stat().st_mtime_ns
+    assert run_cli("split", str(dst), "--val-fraction", "0.3")[0] == 0  # val: images/val is there now: left alone
+    assert (dst / "data.yaml").stat().st_mtime_ns == mtime
+
+
+@needs_sample
+def test_split_refuses_a_tile_output_whose_val_is_untiled(tmp_path):
+    from yolo_incep.data.tile import tile_dataset
+
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:12]]
+    convert_visdrone(small_source(tmp_path / "src", stems), tmp_path / "yolo", val_fraction=0.3, log=quiet)
+    tile_dataset(tmp_path / "yolo", tmp_path / "tiles", size=640, splits=["train"])
+    before = snapshot(tmp_path / "tiles")
+    rc, _, err = run_cli("split", str(tmp_path / "tiles"), "--val-fraction", "0.2")
+    assert rc == 2 and "val is '" in err and "split the source, then tile it again" in err
+    assert snapshot(tmp_path / "tiles") == before
