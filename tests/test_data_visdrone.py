@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import sys
@@ -15,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from yolo_incep.cli import main
 from yolo_incep.data.split import resplit, sequence_id, split_by_sequence
 from yolo_incep.data.visdrone import convert_visdrone, parse_annotations
 from yolo_incep.errors import InputError
@@ -48,12 +45,6 @@ def reference(annotation: Path, width: int, height: int) -> tuple[str, str]:
     return "".join(labels), "".join(ignored)
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file under root with its inode, size and mtime."""
-    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """The shared sample converted once, with a 20% sequence val split."""
@@ -73,14 +64,6 @@ def small_source(root: Path, stems: list[str]) -> Path:
         os.symlink(SRC / "images" / f"{stem}.jpg", src / "images" / f"{stem}.jpg")
         shutil.copy(SRC / "annotations" / f"{stem}.txt", src / "annotations" / f"{stem}.txt")
     return root
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run `yolo-incep` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
 
 
 @needs_sample
@@ -109,7 +92,7 @@ def test_summary_matches_the_sample_readme(converted):
 
 
 @needs_sample
-def test_val_split_is_by_sequence_and_rerun_changes_nothing(converted):
+def test_val_split_is_by_sequence_and_rerun_changes_nothing(converted, snapshot):
     dst, _ = converted
     train = {sequence_id(p.stem) for p in dst.glob("images/train/*")}
     val = {sequence_id(p.stem) for p in dst.glob("images/val/*")}
@@ -120,7 +103,7 @@ def test_val_split_is_by_sequence_and_rerun_changes_nothing(converted):
 
 
 @needs_sample
-def test_split_command_matches_convert_split_and_is_idempotent(converted, tmp_path):
+def test_split_command_matches_convert_split_and_is_idempotent(converted, tmp_path, run_cli, snapshot):
     dst = tmp_path / "ds"
     convert_visdrone(small_source(tmp_path / "src", [p.stem for p in sorted(SRC.glob("images/*"))[:40]]), dst, log=quiet)
     assert not (dst / "images/val").exists()
@@ -153,7 +136,7 @@ def test_split_by_sequence_properties(sequences, fraction, seed):
     ("1,2,3,4,1,nan,0,0", "category is not a finite number"),
     ("0,0,1e23,4,1,4,0,0", "w=1e+23 h=4 reaches far outside its 960x540 image"),  # was a whole-image box
 ])
-def test_corrupted_copy_fails_with_file_and_line(tmp_path, row, message):
+def test_corrupted_copy_fails_with_file_and_line(tmp_path, row, message, run_cli):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
     src = small_source(tmp_path / "src", stems)
     bad = src / "VisDrone2019-DET-train/annotations" / f"{stems[1]}.txt"
@@ -168,7 +151,7 @@ def test_corrupted_copy_fails_with_file_and_line(tmp_path, row, message):
 
 
 @needs_sample
-def test_missing_image_is_reported(tmp_path):
+def test_missing_image_is_reported(tmp_path, run_cli):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
     src = small_source(tmp_path / "src", stems)
     (src / f"VisDrone2019-DET-train/images/{stems[0]}.jpg").unlink()
@@ -228,7 +211,7 @@ def test_parse_never_leaks_a_bad_class_or_box(lines, width, height):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(rows, max_size=10), st.binary(max_size=8), st.booleans())
-def test_cli_on_random_annotation_files_never_shows_a_traceback(lines, junk, skip_bad):
+def test_cli_on_random_annotation_files_never_shows_a_traceback(run_cli, lines, junk, skip_bad):
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "VisDrone2019-DET-train"
         (src / "images").mkdir(parents=True)
@@ -299,7 +282,7 @@ def test_download_step_converts_unzipped_folders_in_place_and_explains_offline(t
 
 
 @needs_sample
-def test_images_ultralytics_would_not_train_on_are_named_before_writing(tmp_path):
+def test_images_ultralytics_would_not_train_on_are_named_before_writing(tmp_path, run_cli):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
     src = small_source(tmp_path / "src", stems)
     images = src / "VisDrone2019-DET-train/images"
@@ -316,7 +299,7 @@ def test_images_ultralytics_would_not_train_on_are_named_before_writing(tmp_path
 
 
 @needs_sample
-def test_convert_never_mixes_with_an_earlier_conversion(tmp_path):
+def test_convert_never_mixes_with_an_earlier_conversion(tmp_path, run_cli, snapshot):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:8]]
     dst = tmp_path / "dst"
     convert_visdrone(small_source(tmp_path / "big", stems), dst, log=quiet)
@@ -334,7 +317,7 @@ def test_convert_never_mixes_with_an_earlier_conversion(tmp_path):
 
 
 @needs_sample
-def test_split_keeps_the_users_data_yaml(tmp_path):
+def test_split_keeps_the_users_data_yaml(tmp_path, run_cli):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:40]]
     dst = tmp_path / "ds"
     convert_visdrone(small_source(tmp_path / "src", stems), dst, log=quiet)
@@ -350,7 +333,7 @@ def test_split_keeps_the_users_data_yaml(tmp_path):
 
 
 @needs_sample
-def test_split_refuses_a_tile_output_whose_val_is_untiled(tmp_path):
+def test_split_refuses_a_tile_output_whose_val_is_untiled(tmp_path, run_cli, snapshot):
     from yolo_incep.data.tile import tile_dataset
 
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:12]]

@@ -2,53 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from yolo_incep.cli import main
 from yolo_incep.data import yolo
 from yolo_incep.data.common import atomic_path, atomic_write_bytes, check_writable, remove_stale_temps
 from yolo_incep.errors import InputError
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run `yolo-incep` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main([str(a) for a in argv])
-    return rc, out.getvalue(), err.getvalue()
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file under root with its inode, size and mtime."""
-    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-@contextlib.contextmanager
-def read_only(folder: Path):
-    """Make `folder` refuse new files: permission bits, or the immutable attribute for root (who ignores the bits)."""
-    if os.geteuid() == 0:
-        if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
-            pytest.skip("running as root on a filesystem without `chattr +i`: no folder is read-only to root")
-        try:
-            yield
-        finally:
-            subprocess.run(["chattr", "-i", str(folder)], check=True)
-    else:
-        mode = folder.stat().st_mode
-        folder.chmod(0o555)
-        try:
-            yield
-        finally:
-            folder.chmod(mode)
 
 
 def visdrone_source(root: Path, stems: list[str], size: tuple[int, int] = (64, 48)) -> Path:
@@ -59,19 +21,6 @@ def visdrone_source(root: Path, stems: list[str], size: tuple[int, int] = (64, 4
     for i, stem in enumerate(stems):
         Image.new("RGB", size, (i * 20 % 255, 90, 40)).save(folder / "images" / f"{stem}.jpg")
         (folder / "annotations" / f"{stem}.txt").write_text("4,5,12,10,1,4,0,0\n0,30,8,8,0,0,0,0\n")
-    return root
-
-
-def yolo_dataset(root: Path, splits: dict[str, list[str]], size: tuple[int, int] = (96, 64),
-                 data_yaml: str | None = None) -> Path:
-    """A YOLO dataset of plain PNGs with one label each; data.yaml as given, else names only."""
-    for split, stems in splits.items():
-        for kind in ("images", "labels"):
-            (root / kind / split).mkdir(parents=True, exist_ok=True)
-        for stem in stems:
-            Image.new("RGB", size, (200, 10, 10)).save(root / "images" / split / f"{stem}.png")
-            (root / "labels" / split / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.3\n")
-    (root / "data.yaml").write_text(data_yaml or "names: {0: car}\n")
     return root
 
 
@@ -178,7 +127,7 @@ def test_atomic_writers_leave_no_temp_files(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [".keep.tmp", "a.txt"]
 
 
-def test_reruns_remove_stale_temp_files(tmp_path):
+def test_reruns_remove_stale_temp_files(tmp_path, run_cli):
     src = visdrone_source(tmp_path / "src", ["0000001_00001_d_1"])
     assert run_cli("convert", "visdrone", src, tmp_path / "dst")[0] == 0
     stale = tmp_path / "dst/labels/train/.0000001_00001_d_1.txt.abcd1234.tmp"
@@ -192,14 +141,14 @@ def test_reruns_remove_stale_temp_files(tmp_path):
     assert not stale.exists()
 
 
-def test_check_writable_names_the_folder(tmp_path):
+def test_check_writable_names_the_folder(tmp_path, read_only):
     (tmp_path / "ro").mkdir()
     check_writable([tmp_path / "ro" / "new" / "deeper"])
     with read_only(tmp_path / "ro"), pytest.raises(InputError, match=r"ro: cannot write there"):
         check_writable([tmp_path / "ok", tmp_path / "ro" / "new" / "deeper"])
 
 
-def test_read_only_outputs_fail_before_any_change(tmp_path):
+def test_read_only_outputs_fail_before_any_change(tmp_path, run_cli, snapshot, read_only):
     stems = [f"000000{i}_00001_d_1" for i in range(1, 5)]
     src = visdrone_source(tmp_path / "src", stems)
     dst = tmp_path / "dst"
