@@ -35,6 +35,7 @@ from .yolo import (
     read_labelled,
     read_regions,
     split_dirs,
+    split_folders,
     to_corners,
     write_data_yaml,
     write_sidecar,
@@ -195,8 +196,7 @@ def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: flo
         raise InputError(f"DST {dst} holds {len(foreign)} file(s) this tiling would not write (another --size, "
                          f"--overlap or source?), e.g. {foreign[0]}: pass --overwrite to remove them, or choose "
                          f"another DST")
-    earlier = split_dirs(dst) if (dst / "images").is_dir() else []
-    folders = [dst, *(dst / kind / s for kind in KINDS for s in {*chosen, *earlier})]
+    folders = [dst, *split_folders(dst), *(dst / kind / s for kind in KINDS for s in chosen)]
     check_writable(folders)
     remove_stale_temps(folders)
     for f in foreign:

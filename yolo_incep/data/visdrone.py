@@ -34,6 +34,7 @@ from .yolo import (
     label_path,
     list_images,
     split_dirs,
+    split_folders,
     split_order,
     write_data_yaml,
     write_sidecar,
@@ -224,7 +225,7 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
     if foreign and not overwrite:
         raise InputError(f"DST {dst} holds {len(foreign)} file(s) of another conversion, e.g. {foreign[0]}: "
                          f"pass --overwrite to remove them, or choose another DST")
-    folders = [dst, *(dst / kind / s for kind in KINDS for s in {*splits, *earlier})]
+    folders = [dst, *split_folders(dst), *(dst / kind / s for kind in KINDS for s in splits)]
     check_writable(folders)  # before any change: a half-moved split must never happen
     remove_stale_temps(folders)
     for f in foreign:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,35 +40,34 @@ def label_path(image: Path, kind: str = "labels") -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _unique_stems(images: Iterable[Path]) -> dict[Path, Path]:
-    """Images by label-path key (folder and stem); two images sharing one label file are an InputError naming both."""
+def _one_label_each(images: list[Path]) -> list[Path]:
+    """`images`, unless two files share one label file (same folder and stem): an InputError naming both."""
     seen: dict[Path, Path] = {}
     for p in images:
-        key = p.with_suffix("")
-        if key in seen:
-            raise InputError(f"{seen[key]} and {p} share one label file ({key.name}.txt): rename or remove one")
-        seen[key] = p
-    return seen
+        if seen.setdefault(p.with_suffix(""), p) != p:
+            raise InputError(f"{seen[p.with_suffix('')]} and {p} share one label file ({p.stem}.txt): "
+                             f"rename or remove one")
+    return images
 
 
 def list_images(directory: Path) -> dict[str, Path]:
     """Images directly inside `directory`, by file stem (none when it does not exist)."""
     if not directory.is_dir():
         return {}
-    found = (p for p in sorted(directory.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    return {p.stem: p for p in _unique_stems(found).values()}
+    found = [p for p in sorted(directory.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return {p.stem: p for p in _one_label_each(found)}
+
+
+def split_folders(root: Path) -> list[Path]:
+    """The ROOT/{images,labels,ignore}/<split> folders that exist."""
+    return [p for kind in KINDS if (root / kind).is_dir() for p in sorted((root / kind).iterdir()) if p.is_dir()]
 
 
 def foreign_files(root: Path, stems: set[str]) -> list[Path]:
-    """Images and .txt files under ROOT/{images,labels,ignore}/<split>/ whose stem is not in `stems`."""
-    found = []
-    for kind in KINDS:
-        folder = root / kind
-        for split in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
-            suffixes = IMAGE_SUFFIXES if kind == "images" else (".txt",)
-            found += [p for p in sorted(split.iterdir())
-                      if p.suffix.lower() in suffixes and not p.name.startswith(".") and p.stem not in stems]
-    return found
+    """Images and .txt files in ROOT's split folders whose stem is not in `stems`: another run's output."""
+    return [p for folder in split_folders(root) for p in sorted(folder.iterdir())
+            if p.suffix.lower() in (IMAGE_SUFFIXES if folder.parent.name == "images" else (".txt",))
+            and not p.name.startswith(".") and p.stem not in stems]
 
 
 def open_image(path: Path):
@@ -213,7 +211,7 @@ class DataYaml:
         images = [im.absolute() for e in entries for im in _images_of(self.root / e, f"{self.file}: {split}")]
         if not images:
             raise InputError(f"{self.file}: split '{split}' holds no images ({[str(self.root / e) for e in entries]})")
-        return list(_unique_stems(images).values())
+        return _one_label_each(images)
 
 
 def read_data_yaml(data: Path | str) -> DataYaml:
