@@ -186,7 +186,7 @@ def test_tile_count_that_would_explode_is_refused_before_writing(tmp_path, capsy
     assert main(["tile", str(src), str(tmp_path / "dst"), "--size", "16", "--overlap", "0.99"]) == 2
     err = capsys.readouterr().err
     n = (1360 - 16 + 1) * (765 - 16 + 1)  # step 1 px: every position
-    assert f"would cut this 1360x765 image into {n} tiles (more than --max-tiles 100)" in err
+    assert f"would cut this 1360x765 image into {n} tiles (more than --max-tiles 1000)" in err
     assert not (tmp_path / "dst").exists()
     assert main(["tile", str(src), str(tmp_path / "dst"), "--size", "640", "--overlap", "0.999"]) == 2
     assert "into 90846 tiles" in capsys.readouterr().err  # the count for one such frame

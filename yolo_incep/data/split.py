@@ -51,8 +51,8 @@ def split_by_sequence(stems: Iterable[str], val_fraction: float, seed: int = 0) 
 
 
 def _files_of(root: Path, split: str, stem: str, image: Path | None) -> list[Path]:
-    """The label, ignore sidecar and image of one stem in one split, those that exist: the image last, so that a
-    rerun after an interruption still finds the image and completes the move."""
+    """The label, ignore sidecar and image of one stem in one split, those that exist, the image last."""
+    # the image moves last: a rerun after an interruption still finds it, with whatever is left beside it
     place = image or root / "images" / split / f"{stem}.txt"  # any suffix: the label rule replaces it
     return [p for p in (label_path(place), label_path(place, "ignore"), image) if p is not None and p.exists()]
 

@@ -23,6 +23,7 @@ from .common import Box, atomic_write_bytes, box_area, check_writable, clip_box,
 from .yolo import (
     KINDS,
     MIN_SIDE,
+    DataYaml,
     Labelled,
     foreign_files,
     format_labels,
@@ -41,7 +42,7 @@ from .yolo import (
     write_sidecar,
 )
 
-MAX_TILES = 100  # per image, unless --max-tiles says otherwise: a 4K frame at the default 640/0.2 makes 28
+MAX_TILES = 1000  # per image, unless --max-tiles says otherwise: an 8K frame at the default 640/0.2 makes 135
 
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels
 
@@ -165,11 +166,10 @@ def _inside(a: Path, b: Path) -> bool:
 
 def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: float = 0.2, min_visibility: float = 0.5,
                  splits: list[str] | None = None, max_tiles: int = MAX_TILES, overwrite: bool = False) -> TileReport:
-    """Tile the chosen splits (default: all) of the YOLO dataset SRC into DST; other splits stay SRC's, by path.
-
-    Everything is checked before anything is written: arguments, images, labels, the tile count (at most
-    `max_tiles` per image) and tiles of an earlier run in DST that this one would not write (an InputError, or
-    removed under `overwrite`: one dataset never mixes two tilings)."""
+    """Tile the chosen splits (default: all) of the YOLO dataset SRC into DST; other splits stay SRC's, by path."""
+    # everything is checked before anything is written: arguments, images, labels, the tile count (`max_tiles` per
+    # image), and files of an earlier run that this one would not write (removed only under `overwrite`: one
+    # dataset never mixes two tilings)
     src, dst = Path(src), Path(dst)
     if _inside(dst.resolve(), src.resolve()) or _inside(src.resolve(), dst.resolve()):
         raise InputError(f"DST {dst} and SRC {src} must not lie inside one another: tiles would mix with the source")
@@ -181,16 +181,7 @@ def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: flo
     chosen = present if splits is None else splits
     if missing := sorted(set(chosen) - set(present)):
         raise InputError(f"SRC {src} has no split(s) {missing}; it has {present}")
-    plan = []
-    for split in chosen:
-        for path in list_images(src / "images" / split).values():
-            width, height = image_size(path)
-            if (n := tile_count(width, height, size, overlap)) > max_tiles:
-                raise InputError(f"{path}: --size {size} --overlap {overlap} would cut this {width}x{height} image "
-                                 f"into {n} tiles (more than --max-tiles {max_tiles}); nothing was written")
-            plan.append(_Source(split, path, tile_windows(width, height, size, overlap),
-                                read_labelled(label_path(path), width, height, len(cfg.names)),
-                                to_corners(read_regions(label_path(path, "ignore")), width, height)))
+    plan = _plan(src, chosen, size, overlap, max_tiles, len(cfg.names))
     foreign = foreign_files(dst, {f"{s.path.stem}_{w[0]}_{w[1]}" for s in plan for w in s.windows})
     if foreign and not overwrite:
         raise InputError(f"DST {dst} holds {len(foreign)} file(s) this tiling would not write (another --size, "
@@ -204,12 +195,8 @@ def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: flo
     report = TileReport()
     for source in plan:
         _tile_image(source, dst, min_visibility, report)
-    entries = {s: f"images/{s}" for s in chosen}
-    for s in ("train", "val", "test"):  # untiled splits are SRC's, by absolute path
-        if s not in entries and (s in present or cfg.config.get(s) is not None):
-            entries[s] = str((src / "images" / s).resolve()) if s in present else _absolute(cfg.config[s], cfg.root)
-    if "val" not in entries and "train" in entries:  # Ultralytics needs a val entry to train at all
-        entries["val"] = entries["train"]
+    entries = _entries(src, chosen, present, cfg)
+    if "train" in entries and entries["val"] == entries["train"]:
         report.notes.append(f"SRC has no val split: val is {entries['val']} (a fit check, not a held-out score); "
                             f"`yolo-incep split {src} --val-fraction F` before tiling makes a real one")
     write_data_yaml(dst, entries, cfg.names)
@@ -218,11 +205,36 @@ def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: flo
     return report
 
 
-def _absolute(entry: str | list[str], root: Path) -> str | list[str]:
-    """A data.yaml split entry with its paths made absolute."""
-    if isinstance(entry, list):
-        return [str((root / e).resolve()) for e in entry]
-    return str((root / entry).resolve())
+def _plan(src: Path, splits: list[str], size: int, overlap: float, max_tiles: int, nc: int) -> list[_Source]:
+    """Every image of `splits` with its windows and annotations; a bad image, label or tile count is an InputError."""
+    plan = []
+    for split in splits:
+        for path in list_images(src / "images" / split).values():
+            width, height = image_size(path)
+            if (n := tile_count(width, height, size, overlap)) > max_tiles:
+                raise InputError(f"{path}: --size {size} --overlap {overlap} would cut this {width}x{height} image "
+                                 f"into {n} tiles (more than --max-tiles {max_tiles}); nothing was written")
+            plan.append(_Source(split, path, tile_windows(width, height, size, overlap),
+                                read_labelled(label_path(path), width, height, nc),
+                                to_corners(read_regions(label_path(path, "ignore")), width, height)))
+    return plan
+
+
+def _entries(src: Path, chosen: list[str], present: list[str], cfg: DataYaml) -> dict[str, str | list[str]]:
+    """The tile output's data.yaml splits: tiled ones local, the others SRC's by absolute path, always a val."""
+    entries: dict[str, str | list[str]] = {s: f"images/{s}" for s in chosen}
+    for s in ("train", "val", "test"):
+        if s in entries:
+            continue
+        if s in present:
+            entries[s] = str((src / "images" / s).resolve())
+        elif isinstance(value := cfg.config.get(s), str):  # e.g. a tile output's own untiled val
+            entries[s] = str((cfg.root / value).resolve())
+        elif isinstance(value, list):
+            entries[s] = [str((cfg.root / e).resolve()) for e in value]
+    if "val" not in entries and "train" in entries:  # Ultralytics trains on nothing without a val entry
+        entries["val"] = entries["train"]
+    return entries
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -22,7 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .common import SMALL_AREA, Box, atomic_write_bytes, box_area, check_writable, clip_box, link_image, remove_stale_temps
+from .common import (
+    SMALL_AREA,
+    Box,
+    atomic_write_bytes,
+    box_area,
+    check_writable,
+    clip_box,
+    link_image,
+    remove_stale_temps,
+)
 from .split import check_fraction, split_by_sequence
 from .yolo import (
     KINDS,
@@ -195,10 +204,7 @@ def _read_annotations(path: Path, width: int, height: int, skip_bad: bool) -> Im
 def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0, seed: int = 0,
                      skip_bad: bool = False, overwrite: bool = False,
                      log: Callable[[str], None] = print) -> ConversionReport:
-    """Convert VisDrone SRC into the YOLO dataset DST (images/, labels/, ignore/, data.yaml); returns the summary.
-
-    Files an earlier conversion left in DST for images this one does not have are an InputError, or removed under
-    `overwrite`: one dataset never mixes two conversions."""
+    """Convert VisDrone SRC into the YOLO dataset DST (images/, labels/, ignore/, data.yaml); returns the summary."""
     src, dst = Path(src), Path(dst)
     sources = find_sources(src)
     if val_fraction:
@@ -221,6 +227,7 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
     plan.sort(key=lambda p: split_order(p[0]))
     splits = sorted({p[0] for p in plan}, key=split_order)
     earlier = {s: list_images(dst / "images" / s) for s in split_dirs(dst)} if (dst / "images").is_dir() else {}
+    # files of images this conversion does not have: removed only under `overwrite`, never mixed in silently
     foreign = foreign_files(dst, {image.stem for _, image, _, _ in plan})
     if foreign and not overwrite:
         raise InputError(f"DST {dst} holds {len(foreign)} file(s) of another conversion, e.g. {foreign[0]}: "

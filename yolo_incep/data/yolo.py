@@ -20,7 +20,8 @@ import numpy as np
 from ..errors import InputError
 from .common import Box, atomic_write_bytes
 
-IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")  # Ultralytics'
+# Ultralytics' image suffixes
+IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")
 MIN_SIDE = 10  # Ultralytics drops images under 10 px a side
 KINDS = ("images", "labels", "ignore")  # the folders of a dataset root, each with one subfolder per split
 NOT_SPLITS = {"names", "nc", "path", "download", "yaml_file", "channels"}  # data.yaml keys that are not splits
@@ -71,17 +72,18 @@ def foreign_files(root: Path, stems: set[str]) -> list[Path]:
 
 
 def open_image(path: Path):
-    """PIL's own Image.open(path): once imported, Ultralytics wraps it to pip-install a HEIF plugin whenever PIL
-    cannot identify a file, and a data tool must not install packages because a file is not an image."""
+    """PIL's own Image.open(path), never Ultralytics' wrapper of it."""
     from PIL import Image
+
+    # once imported, Ultralytics wraps Image.open to pip-install a HEIF plugin whenever PIL cannot identify a file:
+    # a data tool must not install packages because a file is not an image
 
     patches = sys.modules.get("ultralytics.utils.patches")
     return getattr(patches, "_image_open", Image.open)(path)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) Ultralytics trains on: the decoded size, EXIF orientation applied; an image it would drop
-    (unreadable, truncated JPEG, under 10 px a side) is an InputError naming it."""
+    """(width, height) as Ultralytics decodes it (EXIF-rotated); an image it would drop is an InputError naming it."""
     from PIL import UnidentifiedImageError
 
     try:
@@ -281,7 +283,7 @@ def write_data_yaml(root: Path, splits: dict[str, str], names: list[str]) -> Pat
 
 
 def add_split(data: Path, split: str, entry: str) -> None:
-    """Add the line `split: entry` to a data YAML that lacks it, after the split before it; the rest stays as written."""
+    """Add the line `split: entry` to a data YAML that lacks it, after the split before it; the rest stays as is."""
     text = data.read_text(encoding="utf-8")
     before = [s for s in ("train", "val", "test") if split_order(s) < split_order(split)]
     anchors = [m for s in before for m in re.finditer(rf"^{s}\s*:.*$", text, re.MULTILINE)]
