@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -248,3 +249,13 @@ def test_exif_rotated_source_is_tiled_as_ultralytics_sees_it(tmp_path):
     tiles = {p.stem: np.asarray(Image.open(p)) for p in (tmp_path / "dst/images/train").iterdir()}
     assert seen.shape[:2] == (70, 40) and set(tiles) == {"0000001_00001_d_1_0_0", "0000001_00001_d_1_0_6"}
     assert np.abs(tiles["0000001_00001_d_1_0_6"].astype(int) - seen[6:70].astype(int)).mean() < 3  # JPEG noise only
+
+
+def test_splits_only_referenced_by_the_source_stay_referenced(tmp_path):
+    src = small_dataset(tmp_path / "src")
+    (src / "data.yaml").write_text(f"path: {src}\ntrain: images/train\nval: {tmp_path / 'frames/images/val'}\n"
+                                   f"test: [../elsewhere/a, ../elsewhere/b]\nnames: [a]\n")  # as a tile output has
+    tile_dataset(src, tmp_path / "dst", size=64)
+    data = yaml.safe_load((tmp_path / "dst/data.yaml").read_text())
+    assert data["train"] == "images/train" and data["val"] == str(tmp_path / "frames/images/val")
+    assert data["test"] == [str(tmp_path / "elsewhere/a"), str(tmp_path / "elsewhere/b")]
