@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputError
-from .common import check_writable
+from .common import check_writable, remove_stale_temps
 from .yolo import KINDS, add_split, label_path, list_images, read_data_yaml, split_dirs
 
 
@@ -81,6 +81,7 @@ def resplit(root: Path, val_fraction: float, seed: int = 0) -> dict[str, int]:
         raise InputError(f"{root}: no images/train split to split")
     splits = ("train", "val")
     check_writable([root, *(root / kind / s for kind in KINDS for s in splits)])  # before moving anything
+    remove_stale_temps([root])  # a killed run's half-written data.yaml
     images = {s: list_images(root / "images" / s) for s in splits}  # listed once, not once per file
     stems = set(images["train"]) | set(images["val"])
     val = split_by_sequence(stems, val_fraction, seed)
