@@ -1,6 +1,9 @@
 """Shared fixtures: a tiny deterministic synthetic YOLO dataset (no download) and a clean subprocess environment."""
 
+import contextlib
+import io
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -21,3 +24,51 @@ def fresh_env() -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "COV_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """run_cli(*argv) runs `yolo-incep` in-process: (exit status, stdout, stderr)."""
+    from yolo_incep.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main([str(a) for a in argv])
+        return rc, out.getvalue(), err.getvalue()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def snapshot():
+    """snapshot(root): every file under root with its inode, size and mtime (equal snapshots: nothing was touched)."""
+    def files(root: Path) -> dict[str, tuple[int, int, int]]:
+        return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
+                for p in sorted(root.rglob("*")) if p.is_file()}
+
+    return files
+
+
+@pytest.fixture(scope="session")
+def read_only():
+    """read_only(folder): a context in which no file can be created in `folder`, root included (who ignores the
+    permission bits: the immutable attribute stops it, and the test skips where there is none)."""
+    @contextlib.contextmanager
+    def context(folder: Path):
+        if os.geteuid() == 0:
+            if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+                pytest.skip("running as root on a filesystem without `chattr +i`: no folder is read-only to root")
+            try:
+                yield
+            finally:
+                subprocess.run(["chattr", "-i", str(folder)], check=True)
+        else:
+            mode = folder.stat().st_mode
+            folder.chmod(0o555)
+            try:
+                yield
+            finally:
+                folder.chmod(mode)
+
+    return context

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from yolo_incep.cli import main
-from yolo_incep.data.common import format_labels, read_labels, read_regions
+from yolo_incep.data.yolo import format_labels, read_labelled, read_regions, to_corners
 from yolo_incep.data.tile import crop_annotations, tile_dataset, tile_windows
 from yolo_incep.data.visdrone import convert_visdrone
 from yolo_incep.errors import InputError
@@ -92,14 +93,14 @@ def test_tiles_are_exact_crops_with_clipped_labels(tmp_path):
         name = f"0000001_00001_d_1_{x0}_{y0}"
         tile = np.asarray(Image.open(tmp_path / f"dst/images/train/{name}.png"))
         assert np.array_equal(tile, pixels[y0:y1, x0:x1])
-        got = read_labels(tmp_path / f"dst/labels/train/{name}.txt", 64, 64)
+        got = read_labelled(tmp_path / f"dst/labels/train/{name}.txt", 64, 64)
         expected = []
         for c, (bx1, by1, bx2, by2) in ((0, (5, 5, 25, 25)), (3, (40, 10, 70, 30))):
             ix1, iy1, ix2, iy2 = max(bx1, x0), max(by1, y0), min(bx2, x1), min(by2, y1)
             if ix2 > ix1 and iy2 > iy1 and (ix2 - ix1) * (iy2 - iy1) >= 0.5 * (bx2 - bx1) * (by2 - by1):
                 expected.append((c, (ix1 - x0, iy1 - y0, ix2 - x0, iy2 - y0)))
         assert [(c, pytest.approx(b, abs=1e-3)) for c, b in expected] == got
-        regions = read_regions(tmp_path / f"dst/ignore/train/{name}.txt", 64, 64)
+        regions = to_corners(read_regions(tmp_path / f"dst/ignore/train/{name}.txt"), 64, 64)
         assert ((85 - x0, 68 - y0, 95 - x0, 76 - y0) in [tuple(round(v) for v in r) for r in regions]) == (x0 >= 32 and y0 == 16)
     assert "train: images/train" in (tmp_path / "dst/data.yaml").read_text()
 
@@ -156,3 +157,105 @@ def test_one_epoch_on_tiles_with_the_stock_yolo_cli(sample_tiles):
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=root)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (root / "runs/tiles/weights/last.pt").is_file() and (root / "runs/tiles/results.csv").is_file()
+
+
+def small_dataset(root: Path, splits=("train",), size=(100, 80), mode="RGB", name="0000001_00001_d_1.png") -> Path:
+    """A YOLO dataset with one image per split and one box, names in data.yaml only."""
+    for split in splits:
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        pixels = np.random.default_rng(1).integers(0, 255, (size[1], size[0], len(mode)), dtype=np.uint8)
+        Image.fromarray(pixels, mode).save(root / "images" / split / name, format="PNG")
+        (root / "labels" / split / f"{Path(name).stem}.txt").write_text("0 0.5 0.5 0.2 0.25\n")
+    (root / "data.yaml").write_text("names: [a]\n")
+    return root
+
+
+def test_tile_without_val_writes_a_data_yaml_ultralytics_trains_on(tmp_path, capsys):
+    from ultralytics.data.utils import check_det_dataset
+
+    src = small_dataset(tmp_path / "src")
+    assert main(["tile", str(src), str(tmp_path / "dst"), "--size", "64"]) == 0
+    assert "SRC has no val split: val is images/train" in capsys.readouterr().out
+    data = check_det_dataset(str(tmp_path / "dst/data.yaml"))  # what `yolo train data=...` runs first
+    assert Path(data["val"]) == Path(data["train"]) == (tmp_path / "dst/images/train").resolve()
+    assert data["names"] == {0: "a"}
+
+
+def test_tile_count_that_would_explode_is_refused_before_writing(tmp_path, capsys):
+    src = small_dataset(tmp_path / "src", size=(1360, 765))
+    assert main(["tile", str(src), str(tmp_path / "dst"), "--size", "16", "--overlap", "0.99"]) == 2
+    err = capsys.readouterr().err
+    n = (1360 - 16 + 1) * (765 - 16 + 1)  # step 1 px: every position
+    assert f"would cut this 1360x765 image into {n} tiles (more than --max-tiles 1000)" in err
+    assert not (tmp_path / "dst").exists()
+    assert main(["tile", str(src), str(tmp_path / "dst"), "--size", "640", "--overlap", "0.999"]) == 2
+    assert "into 90846 tiles" in capsys.readouterr().err  # the issue's count for one such frame
+    assert main(["tile", str(src), str(tmp_path / "dst"), "--size", "640", "--max-tiles", "6"]) == 0
+
+
+def test_tiles_of_another_size_never_mix(tmp_path):
+    src = small_dataset(tmp_path / "src")
+    dst = tmp_path / "dst"
+    assert tile_dataset(src, dst, size=64).tiles == 4
+    assert tile_dataset(src, dst, size=64).tiles == 4  # a rerun is no foreign output
+    names = {f"0000001_00001_d_1_{w[0]}_{w[1]}" for w in tile_windows(100, 80, 48, 0.2)}
+    stale = [p for p in dst.rglob("*.*") if p.parent != dst and p.stem not in names]
+    assert stale  # 64-px tiles that a 48-px tiling does not make
+    with pytest.raises(InputError, match=rf"holds {len(stale)} file\(s\) this tiling would not write .* --overwrite"):
+        tile_dataset(src, dst, size=48)
+    assert len(list(dst.glob("images/train/*"))) == 4  # nothing changed
+    report = tile_dataset(src, dst, size=48, overwrite=True)
+    assert {p.stem for p in dst.glob("images/train/*")} == {p.stem for p in dst.glob("labels/train/*")} == names
+    assert report.tiles == len(names) > 4 and f"removed {len(stale)} file(s)" in str(report)
+    assert not any(p.exists() for p in stale)
+
+
+@pytest.mark.parametrize("inside", ["images", ".", "images/train"])
+def test_dst_inside_src_is_refused(tmp_path, inside):
+    src = small_dataset(tmp_path / "src")
+    before = sorted(p for p in src.rglob("*"))
+    with pytest.raises(InputError, match="must not lie inside one another"):
+        tile_dataset(src, src / inside, size=64)
+    with pytest.raises(InputError, match="must not lie inside one another"):
+        tile_dataset(src, tmp_path, size=64)  # SRC inside DST
+    assert sorted(p for p in src.rglob("*")) == before
+
+
+def test_png_named_jpg_tiles_losslessly_as_png(tmp_path):
+    src = small_dataset(tmp_path / "src", mode="RGBA", name="0000001_00001_d_1.jpg")
+    report = tile_dataset(src, tmp_path / "dst", size=64)
+    pixels = np.asarray(Image.open(src / "images/train/0000001_00001_d_1.jpg"))
+    tiles = sorted((tmp_path / "dst/images/train").iterdir())
+    assert report.tiles == len(tiles) == 4 and all(t.suffix == ".png" for t in tiles)
+    for x0, y0, x1, y1 in tile_windows(100, 80, 64, 0.2):
+        tile = np.asarray(Image.open(tmp_path / f"dst/images/train/0000001_00001_d_1_{x0}_{y0}.png"))
+        assert np.array_equal(tile, pixels[y0:y1, x0:x1])
+
+
+def test_exif_rotated_source_is_tiled_as_ultralytics_sees_it(tmp_path):
+    import cv2
+
+    src = small_dataset(tmp_path / "src")
+    image = src / "images/train/0000001_00001_d_1.png"
+    (src / "images/train/0000001_00001_d_1.png").unlink()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    yy, xx = np.mgrid[0:40, 0:70]
+    pixels = np.stack([xx * 3, yy * 6, xx + yy], axis=-1).astype(np.uint8)  # smooth, so JPEG keeps it closely
+    Image.fromarray(pixels).save(image.with_suffix(".jpg"), exif=exif, quality=100, subsampling=0)
+    seen = cv2.imread(str(image.with_suffix(".jpg")))[..., ::-1]  # Ultralytics' loader applies the orientation
+    tile_dataset(src, tmp_path / "dst", size=64)
+    tiles = {p.stem: np.asarray(Image.open(p)) for p in (tmp_path / "dst/images/train").iterdir()}
+    assert seen.shape[:2] == (70, 40) and set(tiles) == {"0000001_00001_d_1_0_0", "0000001_00001_d_1_0_6"}
+    assert np.abs(tiles["0000001_00001_d_1_0_6"].astype(int) - seen[6:70].astype(int)).mean() < 3  # JPEG noise only
+
+
+def test_splits_only_referenced_by_the_source_stay_referenced(tmp_path):
+    src = small_dataset(tmp_path / "src")
+    (src / "data.yaml").write_text(f"path: {src}\ntrain: images/train\nval: {tmp_path / 'frames/images/val'}\n"
+                                   f"test: [../elsewhere/a, ../elsewhere/b]\nnames: [a]\n")  # as a tile output has
+    tile_dataset(src, tmp_path / "dst", size=64)
+    data = yaml.safe_load((tmp_path / "dst/data.yaml").read_text())
+    assert data["train"] == "images/train" and data["val"] == str(tmp_path / "frames/images/val")
+    assert data["test"] == [str(tmp_path / "elsewhere/a"), str(tmp_path / "elsewhere/b")]

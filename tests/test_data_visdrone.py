@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import shutil
 import sys
@@ -15,7 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from yolo_incep.cli import main
 from yolo_incep.data.split import resplit, sequence_id, split_by_sequence
 from yolo_incep.data.visdrone import convert_visdrone, parse_annotations
 from yolo_incep.errors import InputError
@@ -48,12 +45,6 @@ def reference(annotation: Path, width: int, height: int) -> tuple[str, str]:
     return "".join(labels), "".join(ignored)
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """Every file under root with its inode, size and mtime."""
-    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """The shared sample converted once, with a 20% sequence val split."""
@@ -73,14 +64,6 @@ def small_source(root: Path, stems: list[str]) -> Path:
         os.symlink(SRC / "images" / f"{stem}.jpg", src / "images" / f"{stem}.jpg")
         shutil.copy(SRC / "annotations" / f"{stem}.txt", src / "annotations" / f"{stem}.txt")
     return root
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    """Run `yolo-incep` in-process: (exit status, stdout, stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        rc = main(list(argv))
-    return rc, out.getvalue(), err.getvalue()
 
 
 @needs_sample
@@ -109,7 +92,7 @@ def test_summary_matches_the_sample_readme(converted):
 
 
 @needs_sample
-def test_val_split_is_by_sequence_and_rerun_changes_nothing(converted):
+def test_val_split_is_by_sequence_and_rerun_changes_nothing(converted, snapshot):
     dst, _ = converted
     train = {sequence_id(p.stem) for p in dst.glob("images/train/*")}
     val = {sequence_id(p.stem) for p in dst.glob("images/val/*")}
@@ -120,7 +103,7 @@ def test_val_split_is_by_sequence_and_rerun_changes_nothing(converted):
 
 
 @needs_sample
-def test_split_command_matches_convert_split_and_is_idempotent(converted, tmp_path):
+def test_split_command_matches_convert_split_and_is_idempotent(converted, tmp_path, run_cli, snapshot):
     dst = tmp_path / "ds"
     convert_visdrone(small_source(tmp_path / "src", [p.stem for p in sorted(SRC.glob("images/*"))[:40]]), dst, log=quiet)
     assert not (dst / "images/val").exists()
@@ -151,8 +134,9 @@ def test_split_by_sequence_properties(sequences, fraction, seed):
     ("1,2,-3,4,1,4,0,0", "negative box size"),
     ("1,2,3,4,1,12,0,0", "unknown category"),
     ("1,2,3,4,1,nan,0,0", "category is not a finite number"),
+    ("0,0,1e23,4,1,4,0,0", "w=1e+23 h=4 reaches far outside its 960x540 image"),  # was a whole-image box
 ])
-def test_corrupted_copy_fails_with_file_and_line(tmp_path, row, message):
+def test_corrupted_copy_fails_with_file_and_line(tmp_path, row, message, run_cli):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
     src = small_source(tmp_path / "src", stems)
     bad = src / "VisDrone2019-DET-train/annotations" / f"{stems[1]}.txt"
@@ -167,7 +151,7 @@ def test_corrupted_copy_fails_with_file_and_line(tmp_path, row, message):
 
 
 @needs_sample
-def test_missing_image_is_reported(tmp_path):
+def test_missing_image_is_reported(tmp_path, run_cli):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
     src = small_source(tmp_path / "src", stems)
     (src / f"VisDrone2019-DET-train/images/{stems[0]}.jpg").unlink()
@@ -214,7 +198,7 @@ def check_box(box: list[float]) -> None:
 @given(st.lists(rows, max_size=15), st.integers(1, 100), st.integers(1, 100))
 def test_parse_never_leaks_a_bad_class_or_box(lines, width, height):
     text = "\n".join(lines)
-    from yolo_incep.data.common import format_labels, format_regions
+    from yolo_incep.data.yolo import format_labels, format_regions
 
     try:
         ann = parse_annotations(text, "a.txt", width, height)
@@ -227,7 +211,7 @@ def test_parse_never_leaks_a_bad_class_or_box(lines, width, height):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(rows, max_size=10), st.binary(max_size=8), st.booleans())
-def test_cli_on_random_annotation_files_never_shows_a_traceback(lines, junk, skip_bad):
+def test_cli_on_random_annotation_files_never_shows_a_traceback(run_cli, lines, junk, skip_bad):
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "VisDrone2019-DET-train"
         (src / "images").mkdir(parents=True)
@@ -258,3 +242,67 @@ def test_download_step_converts_unzipped_folders_in_place_and_explains_offline(t
     assert len(list((root / "labels/train").glob("*.txt"))) == 3
     with pytest.raises(ConnectionError, match="offline.*yolo-incep convert visdrone"):
         download_visdrone(tmp_path / "empty")
+
+
+@needs_sample
+def test_images_ultralytics_would_not_train_on_are_named_before_writing(tmp_path, run_cli):
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:3]]
+    src = small_source(tmp_path / "src", stems)
+    images = src / "VisDrone2019-DET-train/images"
+    (images / f"{stems[0]}.jpg").unlink()
+    data = (SRC / "images" / f"{stems[0]}.jpg").read_bytes()
+    (images / f"{stems[0]}.jpg").write_bytes(data[: len(data) // 2])  # header intact, the rest cut off
+    rc, _, err = run_cli("convert", "visdrone", str(src), str(tmp_path / "dst"))
+    assert rc == 2 and f"{stems[0]}.jpg: truncated JPEG" in err and "Traceback" not in err
+    (images / f"{stems[0]}.jpg").write_bytes(data)
+    Image.open(images / f"{stems[1]}.jpg").save(images / f"{stems[1]}.png")  # was: the .jpg silently dropped
+    rc, _, err = run_cli("convert", "visdrone", str(src), str(tmp_path / "dst"))
+    assert rc == 2 and f"{stems[1]}.jpg and " in err and f"{stems[1]}.png share one label file" in err
+    assert not (tmp_path / "dst").exists()
+
+
+@needs_sample
+def test_convert_never_mixes_with_an_earlier_conversion(tmp_path, run_cli, snapshot):
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:8]]
+    dst = tmp_path / "dst"
+    convert_visdrone(small_source(tmp_path / "big", stems), dst, log=quiet)
+    small = small_source(tmp_path / "small", stems[:4])
+    before = snapshot(dst)
+    n = sum(1 for p in dst.glob("*/train/*") if p.stem in stems[4:])  # images, labels and sidecars of the other 4
+    rc, _, err = run_cli("convert", "visdrone", str(small), str(dst))
+    assert rc == 2 and f"holds {n} file(s) of another conversion" in err and "--overwrite" in err
+    assert snapshot(dst) == before
+    rc, out, _ = run_cli("convert", "visdrone", str(small), str(dst), "--overwrite")
+    assert rc == 0 and "train 4" in out and f"removed {n} file(s) of an earlier conversion" in out
+    assert sorted(p.stem for p in dst.glob("images/train/*")) == sorted(p.stem for p in dst.glob("labels/train/*")) \
+        == stems[:4]
+    assert all(p.stem in stems[:4] for p in dst.glob("ignore/*/*"))
+
+
+@needs_sample
+def test_split_keeps_the_users_data_yaml(tmp_path, run_cli):
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:40]]
+    dst = tmp_path / "ds"
+    convert_visdrone(small_source(tmp_path / "src", stems), dst, log=quiet)
+    text = (f"# my copy of the sample\npath: {dst}  # absolute\ntrain: images/train\ntest: /data/elsewhere/test\n"
+            f"names:\n  0: pedestrian\n  1: people\ndownload: |\n  print('fetch')\n")
+    (dst / "data.yaml").write_text(text)
+    assert run_cli("split", str(dst), "--val-fraction", "0.25")[0] == 0
+    assert (dst / "data.yaml").read_text() == text.replace("train: images/train\n",
+                                                           "train: images/train\nval: images/val\n")
+    mtime = (dst / "data.yaml").stat().st_mtime_ns
+    assert run_cli("split", str(dst), "--val-fraction", "0.3")[0] == 0  # val: images/val is there now: left alone
+    assert (dst / "data.yaml").stat().st_mtime_ns == mtime
+
+
+@needs_sample
+def test_split_refuses_a_tile_output_whose_val_is_untiled(tmp_path, run_cli, snapshot):
+    from yolo_incep.data.tile import tile_dataset
+
+    stems = [p.stem for p in sorted(SRC.glob("images/*"))[:12]]
+    convert_visdrone(small_source(tmp_path / "src", stems), tmp_path / "yolo", val_fraction=0.3, log=quiet)
+    tile_dataset(tmp_path / "yolo", tmp_path / "tiles", size=640, splits=["train"])
+    before = snapshot(tmp_path / "tiles")
+    rc, _, err = run_cli("split", str(tmp_path / "tiles"), "--val-fraction", "0.2")
+    assert rc == 2 and "val is '" in err and "split the source, then tile it again" in err
+    assert snapshot(tmp_path / "tiles") == before

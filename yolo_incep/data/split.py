@@ -3,6 +3,8 @@
 `yolo-incep split ROOT --val-fraction F --seed S` re-splits the images of ROOT's train and val splits together
 (the same seed always gives the same split, and a rerun moves nothing; it also completes an interrupted run).
 The official VisDrone val split is already sequence-disjoint from train: this is for data that has none.
+ROOT/data.yaml is the user's: it is left as written, except for a `val: images/val` line added when it has no val.
+A data.yaml whose train or val points elsewhere (a tile output's untiled val, say) is refused, not rewritten.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputError
-from .common import list_images, read_names, split_dirs, write_data_yaml
+from .common import check_writable, remove_stale_temps
+from .yolo import KINDS, add_split, label_path, list_images, read_data_yaml, split_dirs
 
 
 def sequence_id(stem: str) -> str:
@@ -48,19 +51,37 @@ def split_by_sequence(stems: Iterable[str], val_fraction: float, seed: int = 0) 
 
 
 def _files_of(root: Path, split: str, stem: str, image: Path | None) -> list[Path]:
-    """The image (as listed), label and ignore sidecar of one stem in one split, those that exist."""
-    others = [root / kind / split / f"{stem}.txt" for kind in ("labels", "ignore")]
-    return [p for p in [image, *others] if p is not None and p.exists()]
+    """The label, ignore sidecar and image of one stem in one split, those that exist, the image last."""
+    # the image moves last: a rerun after an interruption still finds it, with whatever is left beside it
+    place = image or root / "images" / split / f"{stem}.txt"  # any suffix: the label rule replaces it
+    return [p for p in (label_path(place), label_path(place, "ignore"), image) if p is not None and p.exists()]
+
+
+def _check_entries(root: Path) -> list[str]:
+    """The splits ROOT/data.yaml lacks; an InputError when train or val points anywhere but ROOT/images/<split>."""
+    cfg = read_data_yaml(root / "data.yaml")
+    lacking = []
+    for s in ("train", "val"):
+        if s not in cfg.config:
+            lacking.append(s)
+        elif (entry := cfg.entry(s)) is None or entry.resolve() != (root / "images" / s).resolve():
+            hint = (" (a tile output refers to its source's untiled val: split the source, then tile it again)"
+                    if s == "val" else "")
+            raise InputError(f"{cfg.file}: {s} is {cfg.config[s]!r}, not images/{s}, so a split by sequence would not "
+                             f"be what it trains on{hint}; set '{s}: images/{s}' or remove the line to split anyway")
+    return lacking
 
 
 def resplit(root: Path, val_fraction: float, seed: int = 0) -> dict[str, int]:
     """Move ROOT's train+val images (with labels and sidecars) so that val holds whole sequences; counts per split."""
     check_fraction(val_fraction)
-    names = read_names(root)
-    present = split_dirs(root)
-    if "train" not in present:
+    root = Path(root)
+    lacking = _check_entries(root)
+    if "train" not in split_dirs(root):
         raise InputError(f"{root}: no images/train split to split")
     splits = ("train", "val")
+    check_writable([root, *(root / kind / s for kind in KINDS for s in splits)])  # before moving anything
+    remove_stale_temps([root])  # a killed run's half-written data.yaml
     images = {s: list_images(root / "images" / s) for s in splits}  # listed once, not once per file
     stems = set(images["train"]) | set(images["val"])
     val = split_by_sequence(stems, val_fraction, seed)
@@ -73,7 +94,8 @@ def resplit(root: Path, val_fraction: float, seed: int = 0) -> dict[str, int]:
                 dest = root / f.parent.parent.name / target / f.name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(f, dest)  # labels move with their image; a rerun completes an interrupted move
-    write_data_yaml(root, {s: f"images/{s}" for s in {*present, "val"}}, names)
+    for s in lacking:
+        add_split(root / "data.yaml", s, f"images/{s}")
     return {s: len(list_images(root / "images" / s)) for s in splits}
 
 

@@ -15,27 +15,34 @@ from __future__ import annotations
 
 import argparse
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .common import (
-    Box,
+from .common import Box, atomic_write_bytes, box_area, check_writable, clip_box, remove_stale_temps
+from .yolo import (
+    KINDS,
+    MIN_SIDE,
+    DataYaml,
     Labelled,
-    atomic_write_bytes,
-    box_area,
-    clip_box,
+    foreign_files,
     format_labels,
     format_regions,
-    ignore_path,
+    image_size,
+    label_path,
     list_images,
-    read_labels,
-    read_names,
+    open_image,
+    read_data_yaml,
+    read_labelled,
     read_regions,
     split_dirs,
+    split_folders,
+    to_corners,
     write_data_yaml,
     write_sidecar,
 )
+
+MAX_TILES = 1000  # per image, unless --max-tiles says otherwise: an 8K frame at the default 640/0.2 makes 135
 
 Window = tuple[int, int, int, int]  # x0, y0, x1, y1 in image pixels
 
@@ -47,13 +54,24 @@ def _starts(length: int, size: int, step: int) -> list[int]:
     return starts + [length - size]  # flush with the far edge
 
 
-def tile_windows(width: int, height: int, size: int = 640, overlap: float = 0.2) -> list[Window]:
-    """Tiles covering a `width` x `height` image, row by row."""
-    if size < 1:
-        raise InputError(f"--size must be a positive number of pixels, got {size}")
+def _step(size: int, overlap: float) -> int:
+    """The distance between neighbouring tiles; bad --size or --overlap is an InputError."""
+    if size < MIN_SIDE:
+        raise InputError(f"--size must be at least {MIN_SIDE} px (Ultralytics drops smaller images), got {size}")
     if not 0.0 <= overlap < 1.0:
         raise InputError(f"--overlap must be in [0, 1), got {overlap}")
-    step = max(1, round(size * (1 - overlap)))
+    return max(1, round(size * (1 - overlap)))
+
+
+def tile_count(width: int, height: int, size: int = 640, overlap: float = 0.2) -> int:
+    """How many tiles tile_windows gives, without listing them."""
+    step = _step(size, overlap)
+    return len(_starts(width, size, step)) * len(_starts(height, size, step))
+
+
+def tile_windows(width: int, height: int, size: int = 640, overlap: float = 0.2) -> list[Window]:
+    """Tiles covering a `width` x `height` image, row by row."""
+    step = _step(size, overlap)
     return [(x, y, min(x + size, width), min(y + size, height))
             for y in _starts(height, size, step) for x in _starts(width, size, step)]
 
@@ -87,70 +105,136 @@ class TileReport:
     tiles: int = 0
     boxes: int = 0
     cut: int = 0  # boxes turned into ignored regions in some tile for being mostly outside it
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"tiled {self.images} images into {self.tiles} tiles: {self.boxes} boxes, "
-                f"{self.cut} box parts below the visibility threshold moved to ignore sidecars")
+        return "\n".join([f"tiled {self.images} images into {self.tiles} tiles: {self.boxes} boxes, "
+                          f"{self.cut} box parts below the visibility threshold moved to ignore sidecars", *self.notes])
 
 
-def _encode(image, suffix: str) -> bytes:
+@dataclass
+class _Source:
+    """One image to tile, checked and with its annotations read before anything is written."""
+
+    split: str
+    path: Path
+    windows: list[Window]
+    boxes: list[Labelled]
+    regions: list[Box]
+
+
+def _encode(image, fmt: str) -> bytes:
     buf = io.BytesIO()
-    if suffix.lower() in (".jpg", ".jpeg"):
+    if fmt == "JPEG":
         image.save(buf, format="JPEG", quality=95)  # near-lossless: tiles must not be worse than the source
     else:
+        if image.mode not in ("1", "L", "LA", "I", "I;16", "P", "RGB", "RGBA"):
+            image = image.convert("RGB")  # e.g. CMYK: PNG cannot hold it, and Ultralytics reads it as RGB anyway
         image.save(buf, format="PNG")  # lossless for every other source format
     return buf.getvalue()
 
 
-def _tile_image(path: Path, label: Path, out_root: Path, split: str, size: int, overlap: float,
-                min_visibility: float, report: TileReport) -> None:
-    from PIL import Image, UnidentifiedImageError
+def _tile_image(source: _Source, out_root: Path, min_visibility: float, report: TileReport) -> None:
+    from PIL import ImageOps
 
     try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, UnidentifiedImageError) as e:
-        raise InputError(f"{path}: cannot read image: {e}") from e
-    with image:
-        width, height = image.size
-        boxes = read_labels(label, width, height)
-        regions = read_regions(ignore_path(label), width, height)
-        suffix = path.suffix if path.suffix.lower() in (".jpg", ".jpeg") else ".png"
-        for window in tile_windows(width, height, size, overlap):
-            labels, cut, ignored = crop_annotations(boxes, regions, window, min_visibility)
-            name = f"{path.stem}_{window[0]}_{window[1]}"
-            tw, th = window[2] - window[0], window[3] - window[1]
-            atomic_write_bytes(out_root / "images" / split / f"{name}{suffix}", _encode(image.crop(window), suffix))
-            atomic_write_bytes(out_root / "labels" / split / f"{name}.txt", format_labels(labels, tw, th))
-            write_sidecar(out_root / "ignore" / split / f"{name}.txt", format_regions(cut + ignored, tw, th))
-            report.tiles += 1
-            report.boxes += len(labels)
-            report.cut += len(cut)
+        with open_image(source.path) as raw:
+            fmt = "JPEG" if raw.format in ("JPEG", "MPO") else "PNG"  # by content: a PNG named .jpg stays lossless
+            image = ImageOps.exif_transpose(raw)  # the orientation Ultralytics trains on, as image_size reports it
+            image.load()
+    except (OSError, ValueError) as e:  # the header and structure passed image_size; the pixel data did not
+        raise InputError(f"{source.path}: unreadable image: {e}") from e
+    suffix = source.path.suffix if fmt == "JPEG" else ".png"
+    for window in source.windows:
+        labels, cut, ignored = crop_annotations(source.boxes, source.regions, window, min_visibility)
+        name = f"{source.path.stem}_{window[0]}_{window[1]}"
+        tw, th = window[2] - window[0], window[3] - window[1]
+        target = out_root / "images" / source.split / f"{name}{suffix}"
+        atomic_write_bytes(target, _encode(image.crop(window), fmt))
+        atomic_write_bytes(label_path(target), format_labels(labels, tw, th))
+        write_sidecar(label_path(target, "ignore"), format_regions(cut + ignored, tw, th))
+        report.tiles += 1
+        report.boxes += len(labels)
+        report.cut += len(cut)
     report.images += 1
 
 
+def _inside(a: Path, b: Path) -> bool:
+    """Whether `a` is `b` or lies inside it."""
+    return a == b or b in a.parents
+
+
 def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: float = 0.2, min_visibility: float = 0.5,
-                 splits: list[str] | None = None) -> TileReport:
+                 splits: list[str] | None = None, max_tiles: int = MAX_TILES, overwrite: bool = False) -> TileReport:
     """Tile the chosen splits (default: all) of the YOLO dataset SRC into DST; other splits stay SRC's, by path."""
+    # everything is checked before anything is written: arguments, images, labels, the tile count (`max_tiles` per
+    # image), and files of an earlier run that this one would not write (removed only under `overwrite`: one
+    # dataset never mixes two tilings)
     src, dst = Path(src), Path(dst)
-    if src.resolve() == dst.resolve():
-        raise InputError(f"DST {dst} must differ from SRC")
+    if _inside(dst.resolve(), src.resolve()) or _inside(src.resolve(), dst.resolve()):
+        raise InputError(f"DST {dst} and SRC {src} must not lie inside one another: tiles would mix with the source")
     if not 0.0 < min_visibility <= 1.0:
         raise InputError(f"--min-visibility must be in (0, 1], got {min_visibility}")
-    tile_windows(1, 1, size, overlap)  # validates size and overlap before any work
-    names = read_names(src)
+    tile_windows(MIN_SIDE, MIN_SIDE, size, overlap)  # validates size and overlap before any work
+    cfg = read_data_yaml(src / "data.yaml")
     present = split_dirs(src)
     chosen = present if splits is None else splits
     if missing := sorted(set(chosen) - set(present)):
         raise InputError(f"SRC {src} has no split(s) {missing}; it has {present}")
+    plan = _plan(src, chosen, size, overlap, max_tiles, len(cfg.names))
+    foreign = foreign_files(dst, {f"{s.path.stem}_{w[0]}_{w[1]}" for s in plan for w in s.windows})
+    if foreign and not overwrite:
+        raise InputError(f"DST {dst} holds {len(foreign)} file(s) this tiling would not write (another --size, "
+                         f"--overlap or source?), e.g. {foreign[0]}: pass --overwrite to remove them, or choose "
+                         f"another DST")
+    folders = [dst, *split_folders(dst), *(dst / kind / s for kind in KINDS for s in chosen)]
+    check_writable(folders)
+    remove_stale_temps(folders)
+    for f in foreign:
+        f.unlink()
     report = TileReport()
-    for split in chosen:
-        for path in list_images(src / "images" / split).values():
-            label = src / "labels" / split / f"{path.stem}.txt"
-            _tile_image(path, label, dst, split, size, overlap, min_visibility, report)
-    entries = {s: f"images/{s}" if s in chosen else str((src / "images" / s).resolve()) for s in present}
-    write_data_yaml(dst, entries, names)
+    for source in plan:
+        _tile_image(source, dst, min_visibility, report)
+    entries = _entries(src, chosen, present, cfg)
+    if "train" in entries and entries["val"] == entries["train"]:
+        report.notes.append(f"SRC has no val split: val is {entries['val']} (a fit check, not a held-out score); "
+                            f"`yolo-incep split {src} --val-fraction F` before tiling makes a real one")
+    write_data_yaml(dst, entries, cfg.names)
+    if foreign:
+        report.notes.append(f"removed {len(foreign)} file(s) of an earlier tiling (--overwrite)")
     return report
+
+
+def _plan(src: Path, splits: list[str], size: int, overlap: float, max_tiles: int, nc: int) -> list[_Source]:
+    """Every image of `splits` with its windows and annotations; a bad image, label or tile count is an InputError."""
+    plan = []
+    for split in splits:
+        for path in list_images(src / "images" / split).values():
+            width, height = image_size(path)
+            if (n := tile_count(width, height, size, overlap)) > max_tiles:
+                raise InputError(f"{path}: --size {size} --overlap {overlap} would cut this {width}x{height} image "
+                                 f"into {n} tiles (more than --max-tiles {max_tiles}); nothing was written")
+            plan.append(_Source(split, path, tile_windows(width, height, size, overlap),
+                                read_labelled(label_path(path), width, height, nc),
+                                to_corners(read_regions(label_path(path, "ignore")), width, height)))
+    return plan
+
+
+def _entries(src: Path, chosen: list[str], present: list[str], cfg: DataYaml) -> dict[str, str | list[str]]:
+    """The tile output's data.yaml splits: tiled ones local, the others SRC's by absolute path, always a val."""
+    entries: dict[str, str | list[str]] = {s: f"images/{s}" for s in chosen}
+    for s in ("train", "val", "test"):
+        if s in entries:
+            continue
+        if s in present:
+            entries[s] = str((src / "images" / s).resolve())
+        elif isinstance(value := cfg.config.get(s), str):  # e.g. a tile output's own untiled val
+            entries[s] = str((cfg.root / value).resolve())
+        elif isinstance(value, list):
+            entries[s] = [str((cfg.root / e).resolve()) for e in value]
+    if "val" not in entries and "train" in entries:  # Ultralytics trains on nothing without a val entry
+        entries["val"] = entries["train"]
+    return entries
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,9 +247,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep a box in a tile when this share of its area is inside (default 0.5)")
     parser.add_argument("--splits", nargs="+", default=None,
                         help="splits to tile (default: all); the others are referenced from SRC untiled")
+    parser.add_argument("--max-tiles", type=int, default=MAX_TILES,
+                        help=f"refuse to cut any image into more tiles than this (default {MAX_TILES})")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="remove files an earlier run left in DST that this one would not write")
 
 
 def run(args: argparse.Namespace) -> int:
     """Tile and print the counts."""
-    print(tile_dataset(args.src, args.dst, args.size, args.overlap, args.min_visibility, args.splits))
+    print(tile_dataset(args.src, args.dst, args.size, args.overlap, args.min_visibility, args.splits,
+                       args.max_tiles, args.overwrite))
     return 0

@@ -25,21 +25,29 @@ from ..errors import InputError
 from .common import (
     SMALL_AREA,
     Box,
-    Labelled,
     atomic_write_bytes,
     box_area,
+    check_writable,
     clip_box,
+    link_image,
+    remove_stale_temps,
+)
+from .split import check_fraction, split_by_sequence
+from .yolo import (
+    KINDS,
+    Labelled,
+    foreign_files,
     format_labels,
     format_regions,
     image_size,
-    link_image,
+    label_path,
     list_images,
     split_dirs,
+    split_folders,
     split_order,
     write_data_yaml,
     write_sidecar,
 )
-from .split import check_fraction, split_by_sequence
 
 NAMES = ["pedestrian", "people", "bicycle", "car", "van", "truck", "tricycle", "awning-tricycle", "bus", "motor"]
 IGNORED_REGION, OTHERS = 0, 11
@@ -85,6 +93,14 @@ def parse_row(line: str, where: str) -> tuple[Box, float, int]:
     return (x, y, x + w, y + h), score, int(category)
 
 
+def check_extent(box: Box, width: int, height: int, where: str) -> None:
+    """A box may stick out of its image (a truncated object), but not by more than the image's own size."""
+    x1, y1, x2, y2 = box
+    if x1 < -width or y1 < -height or x2 > 2 * width or y2 > 2 * height:
+        raise InputError(f"{where}: box x={x1:g} y={y1:g} w={x2 - x1:g} h={y2 - y1:g} reaches far outside "
+                         f"its {width}x{height} image")
+
+
 def parse_annotations(text: str, source: str, width: int, height: int, skip_bad: bool = False) -> ImageAnnotations:
     """Convert one annotation file's text for an image of `width` x `height` px; errors name `source`:line."""
     out = ImageAnnotations()
@@ -93,6 +109,7 @@ def parse_annotations(text: str, source: str, width: int, height: int, skip_bad:
             continue
         try:
             box, score, category = parse_row(line, f"{source}:{n}")
+            check_extent(box, width, height, f"{source}:{n}")
         except InputError:
             if not skip_bad:
                 raise
@@ -185,7 +202,8 @@ def _read_annotations(path: Path, width: int, height: int, skip_bad: bool) -> Im
 
 
 def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0, seed: int = 0,
-                     skip_bad: bool = False, log: Callable[[str], None] = print) -> ConversionReport:
+                     skip_bad: bool = False, overwrite: bool = False,
+                     log: Callable[[str], None] = print) -> ConversionReport:
     """Convert VisDrone SRC into the YOLO dataset DST (images/, labels/, ignore/, data.yaml); returns the summary."""
     src, dst = Path(src), Path(dst)
     sources = find_sources(src)
@@ -209,29 +227,40 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
     plan.sort(key=lambda p: split_order(p[0]))
     splits = sorted({p[0] for p in plan}, key=split_order)
     earlier = {s: list_images(dst / "images" / s) for s in split_dirs(dst)} if (dst / "images").is_dir() else {}
+    # files of images this conversion does not have: removed only under `overwrite`, never mixed in silently
+    foreign = foreign_files(dst, {image.stem for _, image, _, _ in plan})
+    if foreign and not overwrite:
+        raise InputError(f"DST {dst} holds {len(foreign)} file(s) of another conversion, e.g. {foreign[0]}: "
+                         f"pass --overwrite to remove them, or choose another DST")
+    folders = [dst, *split_folders(dst), *(dst / kind / s for kind in KINDS for s in splits)]
+    check_writable(folders)  # before any change: a half-moved split must never happen
+    remove_stale_temps(folders)
+    for f in foreign:
+        f.unlink()
     for split, image, (width, height), ann in plan:
-        stem = image.stem
-        _remove_elsewhere(dst, stem, split, earlier)
-        label = dst / "labels" / split / f"{stem}.txt"
-        atomic_write_bytes(label, format_labels(ann.boxes, width, height))
-        write_sidecar(dst / "ignore" / split / f"{stem}.txt", format_regions(ann.ignored, width, height))
-        link_image(image, dst / "images" / split / image.name)
+        target = dst / "images" / split / image.name
+        _remove_elsewhere(image.stem, split, earlier)
+        atomic_write_bytes(label_path(target), format_labels(ann.boxes, width, height))
+        write_sidecar(label_path(target, "ignore"), format_regions(ann.ignored, width, height))
+        link_image(image, target)
         report.images[split] = report.images.get(split, 0) + 1
         report.add(ann)
     write_data_yaml(dst, {s: f"images/{s}" for s in splits}, NAMES)
+    if foreign:
+        report.notes.append(f"removed {len(foreign)} file(s) of an earlier conversion (--overwrite)")
     if "val" not in splits:
         report.notes.append("no val split: pass --val-fraction, or run `yolo-incep split DST --val-fraction F`")
     log(str(report))
     return report
 
 
-def _remove_elsewhere(dst: Path, stem: str, split: str, earlier: dict[str, dict[str, Path]]) -> None:
-    """Drop files of `stem` left in another split by an earlier run with a different val split."""
+def _remove_elsewhere(stem: str, split: str, earlier: dict[str, dict[str, Path]]) -> None:
+    """Drop files of `stem` left in another split by an earlier run with a different val split (the image last)."""
     for other, images in earlier.items():
         if other != split and stem in images:
-            images[stem].unlink(missing_ok=True)
             for kind in ("labels", "ignore"):
-                (dst / kind / other / f"{stem}.txt").unlink(missing_ok=True)
+                label_path(images[stem], kind).unlink(missing_ok=True)
+            images[stem].unlink(missing_ok=True)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -244,9 +273,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the sequence split (default 0)")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip malformed rows and unmatched files (and report how many) instead of stopping")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="remove files an earlier conversion left in DST for images this source does not have")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the summary."""
-    convert_visdrone(args.src, args.dst, args.val_fraction, args.seed, args.skip_bad)
+    convert_visdrone(args.src, args.dst, args.val_fraction, args.seed, args.skip_bad, args.overwrite)
     return 0

@@ -14,110 +14,14 @@ import io
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from ..data.common import IMAGE_SUFFIXES, ignore_path
+from ..data.yolo import image_size, label_path, read_labels, read_regions, to_xywh
+from ..data.yolo import load_data_yaml  # noqa: F401  (eval.compare reads data YAMLs through this module)
 from ..errors import InputError
 
 MAX_DETS = (100, 500)  # VisDrone images hold hundreds of objects: 100 alone truncates recall
 AREAS = ("all", "small", "medium", "large")  # pycocotools' areaRngLbl order
 IGNORE_COVERAGE = 0.5
-
-
-def load_data_yaml(data: str | Path, split: str) -> tuple[list[Path], list[str]]:
-    """Image paths of `split` and class names from an Ultralytics data YAML."""
-    data = Path(data)
-    if not data.is_file():
-        raise InputError(f"--data {data}: no such file")
-    try:
-        cfg = yaml.safe_load(data.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{data}: not valid YAML: {e}") from e
-    if not isinstance(cfg, dict) or "names" not in cfg:
-        raise InputError(f"{data}: a data YAML needs a 'names' mapping or list")
-    names = cfg["names"]
-    if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
-            raise InputError(f"{data}: 'names' keys must be 0..{len(names) - 1}, got {sorted(names)}")
-        names = [names[i] for i in range(len(names))]
-    if cfg.get(split) is None:
-        splits = sorted(k for k in cfg if k not in {"names", "nc", "path", "download"})
-        raise InputError(f"{data}: no '{split}' split (has {splits})")
-    root = Path(cfg.get("path") or data.parent)
-    if not root.is_absolute():  # as Ultralytics: relative to the working directory, else beside the YAML
-        root = root if root.exists() else data.parent / root
-    entries = cfg[split] if isinstance(cfg[split], list) else [cfg[split]]
-    images = [im.absolute() for e in entries for im in _list_images(root / e, f"{data}: {split}")]
-    if not images:
-        raise InputError(f"{data}: split '{split}' holds no images ({[str(root / e) for e in entries]})")
-    return images, [str(n) for n in names]
-
-
-def _list_images(path: Path, where: str) -> list[Path]:
-    """Images in a directory (recursively) or listed in a .txt file (paths relative to the file's folder)."""
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if path.suffix == ".txt" and path.is_file():
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-        return [p if p.is_absolute() else (path.parent / p) for p in map(Path, lines)]
-    raise InputError(f"{where}: {path} is neither a directory nor a .txt list of images")
-
-
-def label_path(image: Path) -> Path:
-    """YOLO label file of an image: the last /images/ component becomes /labels/, the suffix .txt."""
-    parts = list(image.parts)
-    if "images" not in parts:
-        raise InputError(f"{image}: image path has no 'images' folder, so it has no YOLO label path")
-    i = len(parts) - 1 - parts[::-1].index("images")
-    parts[i] = "labels"
-    return Path(*parts).with_suffix(".txt")
-
-
-def read_rows(path: Path, columns: int) -> tuple[np.ndarray, list[int]]:
-    """Rows of `columns` numbers from a label-style text file, with their line numbers; a missing file has none."""
-    if not path.is_file():
-        return np.zeros((0, columns)), []
-    rows, lines = [], []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = [float(v) for v in line.split()]
-        except ValueError:
-            row = []
-        if len(row) != columns or not all(np.isfinite(row)):
-            raise InputError(f"{path}:{n}: expected {columns} numbers, got {line.strip()!r}")
-        rows.append(row)
-        lines.append(n)
-    return np.array(rows, dtype=float).reshape(-1, columns), lines
-
-
-def read_labels(path: Path, nc: int) -> np.ndarray:
-    """YOLO labels `cls cx cy w h` (normalised), class ids checked against `nc`."""
-    rows, lines = read_rows(path, 5)
-    for c, n in zip(rows[:, 0], lines):
-        if c != int(c) or not 0 <= c < nc:
-            raise InputError(f"{path}:{n}: class id {c:g} is outside names (0..{nc - 1})")
-    return rows
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) as inference decodes the image (EXIF-rotated); a missing or corrupt one is an InputError."""
-    from ultralytics.utils.patches import imread  # the reader Ultralytics' predictor uses
-
-    if not path.is_file():
-        raise InputError(f"{path}: no such image")
-    im = imread(str(path))
-    if im is None:
-        raise InputError(f"{path}: unreadable image")
-    return im.shape[1], im.shape[0]
-
-
-def to_xywh(norm: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Normalised `cx cy w h` rows to pixel `x y w h` (top-left corner), COCO's box format."""
-    scale = np.array([width, height, width, height], dtype=float)
-    b = norm.reshape(-1, 4) * scale
-    return np.concatenate([b[:, :2] - b[:, 2:] / 2, b[:, 2:]], axis=1)
 
 
 def covered_fraction(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
@@ -151,7 +55,7 @@ def build_gt(images: list[Path], names: list[str]) -> dict:
     for image_id, (image, label) in enumerate(zip(images, labels), 1):
         width, height = image_size(image)
         rows = read_labels(label, len(names))
-        regions = to_xywh(read_rows(ignore_path(label), 4)[0], width, height)
+        regions = to_xywh(read_regions(label_path(image, "ignore")), width, height)
         boxes = to_xywh(rows[:, 1:], width, height)
         ignored = covered_fraction(boxes, regions) >= IGNORE_COVERAGE
         gt["images"].append({"id": image_id, "file_name": str(image), "width": width, "height": height,
