@@ -91,18 +91,12 @@ def p2_variant(model: str) -> str:
 
 
 def max_objects(data_yaml: Path) -> int:
-    """The largest number of labelled objects in one image of the dataset (0 when its labels are not local)."""
-    from ultralytics.data.utils import check_det_dataset, img2label_paths
+    """The largest number of labelled objects in one image of the dataset's train and val splits."""
+    from .data.yolo import label_path, read_data_yaml, read_labels
 
-    data = check_det_dataset(str(data_yaml))
-    most = 0
-    for split in ("train", "val"):
-        images = Path(data[split])
-        if images.is_dir():
-            for label in map(Path, img2label_paths([str(p) for p in images.iterdir()])):
-                if label.is_file():
-                    most = max(most, sum(1 for line in label.read_text().splitlines() if line.strip()))
-    return most
+    data = read_data_yaml(data_yaml)
+    labels = (label_path(image) for split in ("train", "val") if data.config.get(split) for image in data.images(split))
+    return max((len(read_labels(p)) for p in labels if p.is_file()), default=0)
 
 
 def train_args(budget: Budget, data_yaml: Path, project: Path, name: str, seed: int = 0) -> dict:
