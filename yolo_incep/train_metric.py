@@ -94,4 +94,6 @@ class _InMemory:
     def predict(self, source, stream: bool = False, **kwargs):
         from ultralytics.models.yolo.detect import DetectionPredictor
 
-        return DetectionPredictor(overrides=kwargs)(source, model=self.model, stream=stream)
+        predictor = DetectionPredictor(overrides=kwargs)
+        predictor.setup_model(self.model, verbose=False)  # else every epoch logs the device and the fused summary
+        return predictor(source, stream=stream)
