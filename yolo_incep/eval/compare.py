@@ -1,8 +1,9 @@
 """`yolo-incep compare`: several models on one dataset split, COCO AP/AP_small side by side with their cost.
 
 Jobs live in their own modules: models.py (arms, loading, prediction, SAHI), timing.py (params, GFLOPs, latency),
-coco.py (evaluation), bootstrap.py (paired intervals), report.py (the typed report and its files). This module
-checks the settings, runs them in order and writes what was computed after every model.
+coco.py (evaluation), bootstrap.py (paired intervals), analysis.py (errors by size, PR curves, confusion), report.py
+(the typed report and its files). This module checks the settings, runs them in order and writes what was computed
+after every model.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from . import bootstrap, coco
+from .analysis import Analysis
 from .models import load_model, max_stride, parse_arms, predict, predict_sliced
 from .report import CompareReport, ModelRow, arm_summary, format_table, write_json, write_report  # noqa: F401
 from .timing import device_name, latency_ms, model_cost
@@ -89,7 +91,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                 row = ModelRow(name=name, source=source, arm=f"{arm.name}+slice{slice_size}" if sliced else arm.name,
                                sliced=sliced, params=params, gflops=gflops, latency_ms=lat[name],
                                detections=len(kept), ignored_detections=len(dets) - len(kept),
-                               metrics=coco.summarize(evals), predict_s=None if sliced else predict_s)
+                               metrics=coco.summarize(evals), predict_s=None if sliced else predict_s,
+                               analysis=Analysis.of(evals[0], gt, kept))  # evals[0]: pycocotools' own matches
                 report.models.append(row)
                 _log(verbose, f"{name}: AP_small@500 {_fmt(row.flat['AP_small@500'])}")
                 if row.metrics["backend_max_abs_diff"] > 1e-4:  # both evaluators must agree; say so loudly if not

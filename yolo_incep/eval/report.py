@@ -1,4 +1,5 @@
-"""The typed `compare` report and its files: report.json, report.csv, ap_by_size.png, gt.json, predictions_*.json."""
+"""The typed `compare` report and its files: report.json, report.csv, ap_by_size.png, gt.json, predictions_*.json
+(and, from analysis.py, pr_by_size.png and confusion_small.csv)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ..data.common import atomic_write_bytes
 from . import coco
+from .analysis import Analysis, table_rows, write_files
 from .bootstrap import DELTA_KEYS, Delta
 
 TABLE_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR")
@@ -32,6 +34,7 @@ class ModelRow:
     metrics: dict  # coco.evaluate(): "maxDets" {"100": {...}, "500": {...}}, "per_class_AP_small", backends
     predict_s: float | None = None
     delta: dict[str, Delta] | None = None  # against the baseline arm; None for the baseline's own rows
+    analysis: Analysis | None = None  # errors by size, PR curves, small-object confusion
 
     @property
     def flat(self) -> dict[str, float | None]:
@@ -44,7 +47,8 @@ class ModelRow:
                "gflops": self.gflops, "latency_ms": self.latency_ms, "detections": self.detections,
                "ignored_detections": self.ignored_detections}
         out |= {} if self.predict_s is None else {"predict_s": self.predict_s}
-        return out | self.metrics | {"arm": self.arm} | _deltas_json(self.delta)
+        out |= self.metrics | {"arm": self.arm} | _deltas_json(self.delta)
+        return out | ({} if self.analysis is None else self.analysis.to_json())
 
 
 @dataclass
@@ -97,11 +101,23 @@ class CompareReport:
                 "ignored_regions": self.ignored_regions,
                 "latency": f"median ms of a fused forward pass, batch 1, {self.imgsz}x{self.imgsz}, after warm-up "
                            "(sliced rows: median ms per image end to end)",
-                "models": [m.to_json() for m in self.models], "arms": [a.to_json() for a in self.arms],
+                "models": [m.to_json() | _analysis_delta(m, baseline(self, m)) for m in self.models],
+                "arms": [a.to_json() for a in self.arms],
                 "bootstrap": self.bootstrap, "complete": self.complete}
 
     def __str__(self) -> str:
         return format_table(self)
+
+
+def baseline(report: CompareReport, m: ModelRow) -> ModelRow:
+    """The row `m` is compared with: the first row of the same kind (whole-image or sliced)."""
+    return next(r for r in report.models if r.sliced == m.sliced)
+
+
+def _analysis_delta(m: ModelRow, base: ModelRow) -> dict:
+    if m is base or m.analysis is None or base.analysis is None:
+        return {}
+    return m.analysis.delta_json(base.analysis)
 
 
 def arm_summary(name: str, rows: list[ModelRow]) -> ArmSummary:
@@ -163,6 +179,9 @@ def format_table(report: CompareReport) -> str:
             v, b = rows[0].flat[key], base_flat.get(key)
             cells.append(_fmt(v) if v is None or b is None or rows == base else f"{v:.3f} ({v - b:+.3f})")
         lines.append([f"{key}@{coco.MAX_DETS[-1]}", *cells])
+    if any(m.analysis for m in report.models):  # seed rows only, as per-class values
+        lines += table_rows([None if arm else rows[0].analysis for _, rows, arm in cols],
+                            [None if arm else baseline(report, rows[0]).analysis for _, rows, arm in cols])
     widths = [max(len(r[i]) for r in lines) for i in range(len(lines[0]))]
     text = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in lines]
     title = (f"{report.data} [{report.split}]: {report.images} images, {report.instances} objects "
@@ -199,7 +218,7 @@ def csv_text(report: CompareReport) -> str:
     for m in report.models:
         rows.append({"name": m.name, "arm": m.arm, "seeds": 1, "source": m.source, "sliced": m.sliced,
                      "params": m.params, "gflops": m.gflops, "latency_ms": m.latency_ms} | m.flat
-                    | _delta_columns(m.delta))
+                    | _delta_columns(m.delta) | _analysis_columns(m, baseline(report, m)))
     for a in report.arms:
         if len(a.rows) > 1:
             rows.append({"name": f"{a.name} mean", "arm": a.name, "seeds": len(a.rows), "source": " ".join(a.rows),
@@ -211,6 +230,14 @@ def csv_text(report: CompareReport) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def _analysis_columns(m: ModelRow, base: ModelRow) -> dict:
+    """AP50 by size and the AP50 lost per error type, each with its difference to the baseline row."""
+    if m.analysis is None:
+        return {}
+    flat, b = m.analysis.flat, (base.analysis.flat if base.analysis and base is not m else {})
+    return flat | {f"delta_{k}": None if v is None or b.get(k) is None else round(v - b[k], 6) for k, v in flat.items()}
 
 
 def _delta_columns(delta: dict[str, Delta] | None) -> dict:
@@ -262,9 +289,11 @@ def plot_png(report: CompareReport) -> bytes:
 
 
 def write_report(report: CompareReport, out: Path) -> None:
-    """report.json, report.csv and ap_by_size.png, each written atomically (report.json last)."""
+    """report.json, report.csv, ap_by_size.png, pr_by_size.png and confusion_small.csv, each written atomically
+    (report.json last)."""
     atomic_write_bytes(out / "report.csv", csv_text(report))
     atomic_write_bytes(out / "ap_by_size.png", plot_png(report))
+    write_files({m.name: m.analysis for m in report.models if m.analysis is not None}, out)
     atomic_write_bytes(out / "report.json", json.dumps(report.to_json(), indent=2))
 
 
