@@ -41,7 +41,7 @@ def main() -> None:
     t = time.perf_counter()
     ap = train_metric.ap_small(trainer, images, gt)
     ap_s = time.perf_counter() - t
-    from yolo_incep.eval.compare import predict  # the detection count, outside the timing
+    from yolo_incep.eval.models import predict  # the detection count, outside the timing
 
     n = len(predict(train_metric._InMemory(yolo.model), images, args.imgsz, args.device, args.batch, 0.001, 0.7, 500))
     print(json.dumps({"model": args.model, "data": args.data, "images": len(images), "imgsz": args.imgsz,

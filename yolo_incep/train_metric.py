@@ -75,7 +75,7 @@ def ap_small(trainer, images, gt: dict) -> float:
     from ultralytics.utils.torch_utils import unwrap_model
 
     from .eval import coco
-    from .eval.compare import predict
+    from .eval.models import predict
 
     model = unwrap_model(trainer.ema.ema if trainer.ema else trainer.model)
     dets = predict(_InMemory(model), images, trainer.args.imgsz, str(trainer.device), trainer.batch_size,
@@ -86,7 +86,7 @@ def ap_small(trainer, images, gt: dict) -> float:
 
 
 class _InMemory:
-    """Enough of a YOLO model for compare.predict: a fresh predictor per call, which fuses a copy, not the model."""
+    """Enough of a YOLO model for models.predict: a fresh predictor per call, which fuses a copy, not the model."""
 
     def __init__(self, model):
         self.model = model
