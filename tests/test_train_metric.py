@@ -44,7 +44,7 @@ class FakeTrainer:
     """What on_train_start touches: stock validation that reports fitness 0.9 every time."""
 
     def __init__(self, data: Path):
-        self.args = SimpleNamespace(data=str(data))
+        self.args = SimpleNamespace(data=str(data), task="detect")
         self.metrics, self.best_fitness = {"metrics/mAP50-95(B)": 0.0}, None
 
     def validate(self):
@@ -95,3 +95,10 @@ def test_mode_values(monkeypatch):
     monkeypatch.setenv(train_metric.ENV, "yes")
     with pytest.raises(InputError, match="YOLO_INCEP_AP_SMALL='yes'"):
         train_metric.select_best()
+
+
+def test_other_tasks_train_as_stock(synthetic_data):
+    trainer = FakeTrainer(synthetic_data)
+    trainer.args.task = "segment"
+    train_metric.on_train_start(trainer, best=True)
+    assert trainer.validate() == ({"metrics/mAP50-95(B)": 0.9}, 0.9) and train_metric.COLUMN not in trainer.metrics

@@ -47,6 +47,9 @@ def on_train_start(trainer, best: bool | None = None) -> None:
 
     if RANK not in {-1, 0}:  # other DDP ranks validate nothing
         return
+    if trainer.args.task != "detect":
+        LOGGER.warning(f"{ENV}: AP_small needs a detect run, not {trainer.args.task!r}; training goes on without it")
+        return
     best = select_best() if best is None else best
     images, names = coco.load_data_yaml(trainer.args.data, "val")
     gt = coco.build_gt(images, names)
