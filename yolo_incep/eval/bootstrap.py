@@ -189,6 +189,11 @@ def paired_delta(value: float | None, base: np.ndarray, other: np.ndarray) -> De
     d = other - base
     d = d[np.isfinite(d)]
     if not d.size:
-        return Delta(round(value, 6), None, "undefined in every resample")
+        return Delta(_round(value), None, "undefined in every resample")
     lo, hi = np.percentile(d, [2.5, 97.5])
-    return Delta(round(value, 6), (round(float(lo), 6), round(float(hi), 6)))
+    return Delta(_round(value), (_round(lo), _round(hi)))
+
+
+def _round(v: float) -> float:
+    """Six decimals (beyond any AP's precision), and no '-0.0' from a difference of 1e-17."""
+    return round(float(v), 6) + 0.0

@@ -250,6 +250,13 @@ def _delta_columns(delta: dict[str, Delta] | None) -> dict:
 
 
 def plot_png(report: CompareReport) -> bytes:
+    """ap_by_size.png: the figure of ap_figure()."""
+    buf = io.BytesIO()
+    ap_figure(report).savefig(buf, format="png", dpi=120)
+    return buf.getvalue()
+
+
+def ap_figure(report: CompareReport):
     """Grouped bars of AP_small/medium/large per arm (mean over seeds), one panel per maxDets.
 
     Error bars: the 95 % interval of the paired difference to the baseline, placed on the model's bar (baseline
@@ -263,29 +270,31 @@ def plot_png(report: CompareReport) -> bytes:
     axes = fig.subplots(1, len(coco.MAX_DETS), sharey=True, squeeze=False)[0]
     width = 0.8 / len(arms)
     for ax, md in zip(axes, coco.MAX_DETS):
-        for j, a in enumerate(arms):
-            for i, s in enumerate(sizes):
-                key = f"AP_{s}@{md}"
-                x, v = i + (j - (len(arms) - 1) / 2) * width, a.mean[key]
+        for i, s in enumerate(sizes):
+            key = f"AP_{s}@{md}"
+            if all(a.mean[key] is None for a in arms):  # undefined depends on the ground truth alone
+                ax.text(i, 0.002, "no ground truth\nof this size", ha="center", va="bottom", fontsize=7, color="0.4")
+                continue
+            for j, a in enumerate(arms):
+                x, v, d = i + (j - (len(arms) - 1) / 2) * width, a.mean[key], (a.delta or {}).get(key)
                 if v is None:
-                    ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color="0.4")
                     continue
-                d = (a.delta or {}).get(key)
                 err = None
                 if d is not None and d.ci95 is not None and d.value is not None:
                     err = [[max(0.0, d.value - d.ci95[0])], [max(0.0, d.ci95[1] - d.value)]]
-                bar = ax.bar([x], [v], width, color=f"C{j}", label=a.name if i == 0 else None, yerr=err, capsize=2)
+                label = a.name + (f" (mean of {len(a.rows)})" if len(a.rows) > 1 else "")
+                bar = ax.bar([x], [v], width, color=f"C{j}", label=label, yerr=err, capsize=2)
                 ax.bar_label(bar, fmt="%.3f", fontsize=7)
         ax.set_xticks(range(len(sizes)), list(sizes))
+        ax.set_xlim(-0.5, len(sizes) - 0.5)
         ax.set_title(f"AP by object size, maxDets {md}")
         ax.set_ylim(0, max(0.05, ax.get_ylim()[1]))  # AP noise of 1e-6 must not fill the axis like a result
     axes[0].set_ylabel("AP@[.5:.95]")
-    axes[-1].legend(fontsize=8)
+    handles, labels = axes[-1].get_legend_handles_labels()
+    axes[-1].legend(handles[:len(arms)], labels[:len(arms)], fontsize=8)
     if report.bootstrap:
         fig.suptitle("error bars: 95 % paired-bootstrap interval of the difference to the baseline", fontsize=8)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    return buf.getvalue()
+    return fig
 
 
 def write_report(report: CompareReport, out: Path) -> None:
