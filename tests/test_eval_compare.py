@@ -15,6 +15,8 @@ from pycocotools.cocoeval import COCOeval
 
 from yolo_incep import cli
 from yolo_incep.eval import coco, compare
+from yolo_incep.eval import report as compare_report
+from yolo_incep.eval.report import CompareReport, ModelRow
 
 SIZE = 96
 
@@ -73,19 +75,27 @@ def test_report_equals_independent_pycocotools(data, tmp_path, monkeypatch):
     labels = sorted((data.parent / "labels/val").glob("*.txt"))
     assert len(gt["annotations"]) == sum(len(p.read_text().splitlines()) for p in labels)
     keys = ("AP", "AP50", "AP75", "AP_small", "AP_medium")
-    for m in report["models"]:
+    for m in report.models:
         for md in (100, 500):
-            stats = pycocotools_stats(out / "gt.json", out / f"predictions_{m['name']}.json", md)
-            row = m["maxDets"][str(md)]
+            stats = pycocotools_stats(out / "gt.json", out / f"predictions_{m.name}.json", md)
+            row = m.metrics["maxDets"][str(md)]
             # pycocotools' stats[0] (AP) is hard-wired to maxDets 100; AP50..AP_medium follow the third maxDets
             first = 0 if md == 100 else 1
             assert [row[k] for k in keys[first:]] == pytest.approx(list(stats[first:5]), abs=1e-4)
         assert 0 < row["AP_small"] < 1
-        assert m["backend_max_abs_diff"] < 1e-4
-        assert m["ignored_detections"] >= 1  # at least the box inside im0's ignored right quarter is dropped
+        assert m.metrics["backend_max_abs_diff"] < 1e-4
+        assert m.ignored_detections >= 1  # at least the box inside im0's ignored right quarter is dropped
     on_disk = json.loads((out / "report.json").read_text())
     assert [m["name"] for m in on_disk["models"]] == ["yolov8n", "incep"]
     assert on_disk["models"][1]["params"] < on_disk["models"][0]["params"]
+    assert on_disk == report.to_json() and on_disk["complete"]
+    assert "delta" not in on_disk["models"][0]
+    delta = on_disk["models"][1]["delta"]
+    for key in ("AP@100", "AP50@100", "AP_small@100", "AP@500", "AP50@500", "AP_small@500"):
+        lo, hi = delta[key]["ci95"]
+        assert lo <= delta[key]["value"] <= hi
+    assert delta["AP_large@500"] == {"value": None, "ci95": None, "reason": delta["AP_large@500"]["reason"]}
+    assert "AP_small@500" in str(report) and "[" in str(report)
 
 
 @pytest.mark.slow
@@ -98,6 +108,9 @@ def test_cli_runs_models_and_slices(data, tmp_path, capsys):
     assert "yolov8n-incep" in table and "AP_small@500" in table and "AP_small[b]@500" in table
     report = json.loads((out / "report.json").read_text())
     names = [m["name"] for m in report["models"]]
+    assert [a["name"] for a in report["arms"]] == ["yolov8n", "yolov8n+slice64", "yolov8n-incep",
+                                                   "yolov8n-incep+slice64"]
+    assert "delta" in report["models"][3] and "delta" not in report["models"][1]  # sliced rows: to the sliced baseline
     assert names == ["yolov8n", "yolov8n+slice64", "yolov8n-incep", "yolov8n-incep+slice64"]
     for m in report["models"]:
         assert set(m["maxDets"]) == {"100", "500"} and set(m["per_class_AP_small"]) == {"a", "b"}
@@ -122,17 +135,128 @@ def test_missing_checkpoint_is_named_without_download(data, tmp_path, capsys):
     assert "model yolov8n-nonexistent.pt: no such checkpoint" in capsys.readouterr().err
 
 
-def test_format_table_shows_deltas_against_the_first_model():
+def test_table_shows_deltas_with_intervals_and_arm_means():
     row = {"AP": 0.2, "AP50": 0.4, "AP75": 0.1, "AP_small": 0.1, "AP_medium": 0.3, "AP_large": None, "AR": 0.3}
-    better = row | {"AP_small": 0.15}
-    models = [{"name": n, "params": p, "gflops": 8.0, "latency_ms": ms, "maxDets": {"100": r, "500": r},
-               "per_class_AP_small": {"car": r["AP_small"]}}
-              for n, p, ms, r in (("base", 3_000_000, 10.0, row), ("incep", 2_700_000, 12.0, better))]
-    table = compare.format_table({"data": "d.yaml", "split": "val", "images": 1, "instances": 1,
-                                  "ignored_instances": 0, "imgsz": 64, "device": "cpu", "models": models,
-                                  "classes": ["car"]})
-    lines = {ln.split()[0]: ln for ln in table.splitlines()[1:]}
-    assert lines["params"].split()[-1] == "(-10.0%)" and lines["latency"].split()[-1] == "(+20.0%)"
-    assert lines["AP_small@500"].split()[-2:] == ["0.150", "(+0.050)"]
-    assert lines["AP_small[car]@500"].split()[-1] == "(+0.050)"
-    assert lines["AP_large@100"].split()[1:] == ["-", "-"]
+    metrics = {n: {"maxDets": {"100": r, "500": r}, "per_class_AP_small": {"car": r["AP_small"]}}
+               for n, r in (("base", row), ("incep.1", row | {"AP_small": 0.15}),
+                            ("incep.2", row | {"AP_small": 0.13}))}
+    rows = [ModelRow(n, f"{n}.pt", n.split(".")[0], False, p, 8.0, ms, 10, 0, metrics[n])
+            for n, p, ms in (("base", 3_000_000, 10.0), ("incep.1", 2_700_000, 12.0), ("incep.2", 2_700_000, 12.0))]
+    report = CompareReport("d.yaml", "val", 64, "cpu", 0.001, 0.7, 500, 1, ["car"], 1, 0, 0, models=rows)
+    scores = {r.name: {k: np.full(5, v if v is not None else np.nan) for k, v in r.flat.items() if "[" not in k}
+              for r in rows}
+    compare.add_deltas(report, scores)
+    report.complete = True
+    lines = {ln.split()[0]: ln for ln in str(report).splitlines()[1:]}
+    header = str(report).splitlines()[1].split()
+    assert header == ["base", "incep.1", "incep.2", "incep", "mean"]
+    assert lines["params"].split()[4] == "(-10.0%)" and lines["latency"].split()[4] == "(+20.0%)"
+    small = lines["AP_small@500"]
+    assert "0.150 (+0.050 [+0.050, +0.050])" in small and "0.140±0.014 (+0.040 [+0.040, +0.040])" in small
+    assert lines["AP_small[car]@500"].split()[1:4] == ["0.100", "0.150", "(+0.050)"]
+    assert lines["AP_large@100"].split()[1:] == ["-", "-", "-", "-"]
+    arm = report.arms[1]
+    assert arm.rows == ["incep.1", "incep.2"] and arm.mean["AP_small@500"] == pytest.approx(0.14)
+    assert arm.delta["AP_small@500"].ci95 == pytest.approx((0.04, 0.04))
+    assert arm.delta["AP_large@500"].value is None and arm.delta["AP_large@500"].reason
+    csv_rows = compare_report.csv_text(report).splitlines()
+    assert len(csv_rows) == 5 and csv_rows[-1].startswith("incep mean,incep,2,")
+
+
+def test_multi_seed_arms_and_a_model_against_itself(data, tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "predict", fake_predict)  # same predictions for every model: every delta is 0
+    report = compare.compare_models(["base=yolov8n.yaml,yolov8n.yaml", "same=yolov8n.yaml"], data, imgsz=64,
+                                    out=tmp_path / "o", latency_runs=1, resamples=50, verbose=False)
+    assert [m.name for m in report.models] == ["base.1", "base.2", "same"]
+    assert [(a.name, a.rows) for a in report.arms] == [("base", ["base.1", "base.2"]), ("same", ["same"])]
+    base, same = report.arms
+    assert base.sd["AP@500"] == 0.0 and same.sd["AP@500"] is None and base.delta is None
+    for d in (same.delta["AP_small@500"], report.models[2].delta["AP50@100"]):
+        assert d.value == 0.0 and d.ci95 == (0.0, 0.0)
+    on_disk = json.loads((tmp_path / "o/report.json").read_text())
+    assert on_disk["arms"][1]["delta"]["AP@500"] == {"value": 0.0, "ci95": [0.0, 0.0]}
+    assert on_disk["bootstrap"]["resamples"] == 50
+    assert "base mean" in str(report).splitlines()[1]
+
+
+def test_absent_size_is_no_bar(data):
+    row = {"AP": 0.2, "AP50": 0.4, "AP75": 0.1, "AP_small": 0.1, "AP_medium": 0.3, "AP_large": None, "AR": 0.3}
+    rows = [ModelRow(n, f"{n}.pt", n, False, 1, 1.0, 1.0, 1, 0, {"maxDets": {"100": row, "500": row},
+                                                                "per_class_AP_small": {}}) for n in ("a", "b")]
+    fig = compare_report.ap_figure(CompareReport("d", "val", 64, "cpu", 0, 0.7, 500, 1, [], 1, 0, 0, models=rows))
+    for ax in fig.axes:
+        heights = sorted(round(p.get_height(), 3) for p in ax.patches)
+        assert heights == [0.1, 0.1, 0.3, 0.3]  # small and medium for both models; large has no bar, not a 0 bar
+        labels = [t.get_text() for t in ax.texts]
+        assert sorted(labels) == ["0.100", "0.100", "0.300", "0.300", "no ground truth\nof this size"]
+
+
+def one_line_error(capsys, argv: list[str]) -> str:
+    """The error line of a refused command (exit 2: an InputError; anything else would raise here)."""
+    assert cli.main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("yolo-incep compare: error: ")
+    return line
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--imgsz", "100"], "--imgsz 100: not a multiple of the models' largest stride 32 (use 128 or 96)"),
+    (["--split", "names"], "--split names: 'names' is a data YAML key, not a split"),
+    (["--conf", "-1"], "--conf -1.0: out of range"),
+    (["--resamples", "0"], "--resamples 0: out of range"),
+])
+def test_bad_settings_are_refused_before_any_work(data, tmp_path, capsys, argv, message):
+    out = tmp_path / "o"
+    err = one_line_error(capsys, ["compare", "yolov8n.yaml", "--data", str(data), "--out", str(out), *argv])
+    assert message in err
+    assert not out.exists()
+
+
+def test_slice_without_sahi_names_the_extra(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "sahi", None)  # import sahi -> ImportError
+    err = one_line_error(capsys, ["compare", "yolov8n.yaml", "--data", str(data), "--imgsz", "64", "--slice", "64",
+                                  "--out", str(tmp_path / "o")])
+    assert "--slice needs sahi: pip install 'yolo-incep[eval]'" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unwritable_out_is_refused_before_predicting(data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(compare, "predict", lambda *a, **k: pytest.fail("predicted before checking --out"))
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for out, message in ((afile, "exists and is not a folder"), (afile / "sub", "not a writable folder")):
+        err = one_line_error(capsys, ["compare", "yolov8n.yaml", "--data", str(data), "--imgsz", "64",
+                                      "--out", str(out)])
+        assert f"--out {out}: {message}" in err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("notes.txt", "hello\n", "expected a .pt checkpoint or a model YAML (.yaml), got .txt"),
+    ("text.pt", "hello\n", "not a loadable Ultralytics checkpoint"),
+    ("text.yaml", "hello\n", "not a model YAML"),
+    ("unknown.yaml", "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, Foo, [16]]\n"
+                     "head:\n  - [[1], 1, Detect, [nc]]\n", "unknown layer 'Foo'"),
+    ("yolov8n-cls.yaml", None, "a 'classify' model YAML; compare needs a detection model"),
+])
+def test_bad_models_give_one_line_errors(data, tmp_path, capsys, name, text, message):
+    model = name
+    if text is not None:
+        model = str(tmp_path / name)
+        (tmp_path / name).write_text(text)
+    err = one_line_error(capsys, ["compare", model, "--data", str(data), "--out", str(tmp_path / "o")])
+    assert f"model {model}: " in err and message in err
+
+
+def test_a_failure_keeps_what_was_computed(data, tmp_path, monkeypatch):
+    def second_fails(yolo, *args):
+        if sum(1 for _ in (tmp_path / "o").glob("predictions_*.json")):
+            raise RuntimeError("out of memory")
+        return fake_predict(yolo, *args)
+
+    monkeypatch.setattr(compare, "predict", second_fails)
+    with pytest.raises(RuntimeError):
+        compare.compare_models(["a=yolov8n.yaml", "b=yolov8n.yaml"], data, imgsz=64, out=tmp_path / "o",
+                               latency_runs=1, verbose=False)
+    written = json.loads((tmp_path / "o/report.json").read_text())
+    assert [m["name"] for m in written["models"]] == ["a"] and written["complete"] is False
+    assert (tmp_path / "o/predictions_a.json").is_file() and (tmp_path / "o/gt.json").is_file()

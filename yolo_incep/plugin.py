@@ -15,6 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import InputError
+from .train_metric import install_from_env as install_train_metric
 
 SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested): `make test` and `make test-oldest`
 SUPPORTED_TEXT = "ultralytics>=8.4.0,<8.5.0"
@@ -177,6 +178,7 @@ def install(tasks: ModuleType | None = None) -> None:
     tasks.parse_model = _wrap_parse_model(tasks, tasks.parse_model)
     tasks.yaml_model_load = _wrap_yaml_model_load(tasks.yaml_model_load)
     tasks.BaseModel.fuse = _wrap_fuse(tasks.BaseModel.fuse)
+    install_train_metric()  # opt-in by $YOLO_INCEP_AP_SMALL: nothing happens unless it is set
     ynn = sys.modules.get("yolo_incep.nn")
     if ynn is None or hasattr(ynn, "__all__"):  # else yolo_incep.nn is importing us: it registers when complete
         register_layers()

@@ -150,11 +150,20 @@ def metrics(e) -> dict:
 
 def evaluate(gt: dict, detections: list[dict], backends: list[str] | None = None) -> dict:
     """Metrics from the first backend, with the largest disagreement of the others recorded."""
-    backends = backends or available_backends()
-    results = [metrics(run_cocoeval(gt, detections, b)) for b in backends]
+    return summarize([run_cocoeval(gt, detections, b) for b in backends or available_backends()])
+
+
+def summarize(evals: list) -> dict:
+    """metrics() of the first evaluated COCOeval, with the backends and their largest disagreement."""
+    results = [metrics(e) for e in evals]
     first = flatten(results[0])
     diff = max((_distance(first[k], flatten(r)[k]) for r in results[1:] for k in first), default=0.0)
-    return results[0] | {"backends": backends, "backend_max_abs_diff": diff}
+    return results[0] | {"backends": [_backend_name(e) for e in evals], "backend_max_abs_diff": diff}
+
+
+def _backend_name(e) -> str:
+    """The backend an evaluated COCOeval comes from."""
+    return "faster_coco_eval" if type(e).__module__.startswith("faster_coco_eval") else "pycocotools"
 
 
 def _distance(a: float | None, b: float | None) -> float:

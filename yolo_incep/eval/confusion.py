@@ -1,0 +1,106 @@
+"""Which class each small ground-truth box was detected as (confusion_small.csv).
+
+Per image, at IoU >= 0.5 among detections scoring at least `conf` (Ultralytics' confusion-matrix default, 0.25):
+first every detection, highest score first, takes the best unmatched box of its own class (COCO's matching), then
+the detections left take the best box left of any class (the confusions). A small box (COCO: area < 32^2) left
+over is `missed`; a small detection that overlaps no box at 0.5 (and no ignored box) is a `background` row entry.
+Ignored boxes (iscrowd) are not rows; detections on them count nowhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+SMALL_AREA = 32 ** 2  # COCO's small/medium boundary
+
+
+@dataclass
+class Confusion:
+    """Counts of small boxes: rows are true classes plus 'background', columns detected classes plus 'missed'."""
+
+    names: list[str]
+    counts: np.ndarray  # (classes + 1) x (classes + 1)
+    conf: float
+    iou: float
+
+    @property
+    def rows(self) -> list[str]:
+        return [*self.names, "background"]
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.names, "missed"]
+
+    def to_json(self) -> dict:
+        return {"conf": self.conf, "iou": self.iou, "rows": self.rows, "columns": self.columns,
+                "counts": self.counts.tolist()}
+
+    def csv_rows(self) -> list[dict]:
+        """One dict per row: 'true' then a count per detected class and 'missed'."""
+        return [{"true": r, **dict(zip(self.columns, map(int, row)))} for r, row in zip(self.rows, self.counts)]
+
+    def __str__(self) -> str:
+        cells = [["true \\ detected", *self.columns]] + [[r, *map(str, row)] for r, row in zip(self.rows, self.counts)]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        title = f"small objects, IoU {self.iou:g}, conf >= {self.conf:g}"
+        return "\n".join([title] + ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in
+                                              enumerate(zip(row, widths))) for row in cells])
+
+
+def small_confusion(gt: dict, detections: list[dict], conf: float = 0.25, iou: float = 0.5) -> Confusion:
+    """The confusion table of small objects for COCO ground truth (ignored boxes as iscrowd) and COCO results."""
+    from pycocotools import mask as mask_utils
+
+    names = [c["name"] for c in gt["categories"]]
+    index = {c["id"]: k for k, c in enumerate(gt["categories"])}
+    counts = np.zeros((len(names) + 1, len(names) + 1), int)
+    boxes: dict[int, list[dict]] = {}
+    for a in gt["annotations"]:
+        boxes.setdefault(a["image_id"], []).append(a)
+    dets: dict[int, list[dict]] = {}
+    for d in detections:
+        if d["score"] >= conf:
+            dets.setdefault(d["image_id"], []).append(d)
+    for image_id in {im["id"] for im in gt["images"]}:
+        g = boxes.get(image_id, [])
+        d = sorted(dets.get(image_id, []), key=lambda x: -x["score"])
+        crowd = np.array([bool(a["iscrowd"]) for a in g], bool)
+        g_cls = np.array([index[a["category_id"]] for a in g], int)
+        d_cls = np.array([index[x["category_id"]] for x in d], int)
+        ious = np.zeros((len(d), len(g)))
+        if len(d) and len(g):
+            ious = np.asarray(mask_utils.iou([x["bbox"] for x in d], [a["bbox"] for a in g], crowd.astype(int)))
+        real = ious * ~crowd[None, :]
+        match = np.full(len(d), -1)
+        taken = crowd.copy()  # ignored boxes are never rows
+        for same_class in (True, False):
+            for i in range(len(d)):
+                if match[i] >= 0:
+                    continue
+                cand = np.where(taken | ((g_cls != d_cls[i]) if same_class else False), 0.0, real[i])
+                if len(cand) and cand.max() >= iou:
+                    match[i] = int(cand.argmax())
+                    taken[match[i]] = True
+        small = np.array([a["area"] < SMALL_AREA for a in g], bool)
+        for i, j in enumerate(match):
+            if j >= 0 and small[j]:
+                counts[g_cls[j], d_cls[i]] += 1
+            elif j < 0 and d[i]["bbox"][2] * d[i]["bbox"][3] < SMALL_AREA and not (ious[i] >= iou).any():
+                counts[-1, d_cls[i]] += 1  # on no box at all (a duplicate or an ignored box is not background)
+        for j in np.flatnonzero(small & ~taken):
+            counts[g_cls[j], -1] += 1
+    return Confusion(names, counts, conf, iou)
+
+
+def csv_text(tables: dict[str, Confusion]) -> str:
+    """One block of rows per model: 'model', 'true', then the counts."""
+    rows = [{"model": name, **row} for name, t in tables.items() for row in t.csv_rows()]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()

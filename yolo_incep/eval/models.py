@@ -1,0 +1,163 @@
+"""Models for `compare`: arms from the command line, loading with checks, whole-image and SAHI sliced prediction."""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+
+MODEL_SUFFIXES = {".pt", ".yaml", ".yml"}
+
+
+@dataclass
+class Arm:
+    """One model of the comparison: a name and one checkpoint per training seed (most arms have one)."""
+
+    name: str
+    sources: list[str]
+
+    def row_names(self) -> list[str]:
+        """Report name of each source: the arm's name, or 'NAME.1', 'NAME.2', ... for several seeds."""
+        return [self.name] if len(self.sources) == 1 else [f"{self.name}.{j}" for j in range(1, len(self.sources) + 1)]
+
+
+def parse_arms(args: list[str]) -> list[Arm]:
+    """'[NAME=]SOURCE[,SOURCE...]' arguments -> arms with unique, file-safe names (an existing path is taken whole)."""
+    named = []
+    for arg in args:
+        name, sep, rest = arg.partition("=")
+        if not sep or Path(arg).exists() or not name:
+            name, rest = None, arg
+        sources = [rest] if Path(rest).exists() else [s for s in rest.split(",") if s]
+        if not sources:
+            raise InputError(f"model {arg!r}: no checkpoint or model YAML given")
+        named.append((name or default_name(sources[0]), sources))
+    return [Arm(n, s) for n, (_, s) in zip(unique_names([n for n, _ in named]), named)]
+
+
+def default_name(source: str) -> str:
+    """A report name for a model: the YAML/checkpoint stem, or the run folder of an Ultralytics '.../weights/*.pt'."""
+    p = Path(source)
+    if p.parent.name == "weights" and p.parent.parent.name:
+        return p.parent.parent.name + ("" if p.stem == "best" else f"-{p.stem}")
+    return p.stem
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """File-safe names, '-2', '-3', ... appended to repeats."""
+    out: list[str] = []
+    for n in names:
+        base = re.sub(r"[^A-Za-z0-9._+-]", "_", n) or "model"
+        name, k = base, 1
+        while name in out:
+            k += 1
+            name = f"{base}-{k}"
+        out.append(name)
+    return out
+
+
+def load_model(source: str, names: list[str]):
+    """A detection YOLO for `source`: a YAML (built untrained for these classes, seeded) or a checkpoint."""
+    suffix = Path(source).suffix.lower()
+    if suffix not in MODEL_SUFFIXES:
+        raise InputError(f"model {source}: expected a .pt checkpoint or a model YAML (.yaml), "
+                         f"got {suffix or 'no suffix'}")
+    yolo = _build(source, names) if suffix in {".yaml", ".yml"} else _load(source)
+    from ultralytics.nn.modules import Detect
+
+    head = yolo.model.model[-1]
+    if yolo.task != "detect" or not isinstance(head, Detect):
+        raise InputError(f"model {source}: a {yolo.task!r} model with a {type(head).__name__} head; "
+                         "compare needs a detection model")
+    if len(yolo.names) != len(names):
+        raise InputError(f"model {source}: {len(yolo.names)} classes, but the dataset names {len(names)}")
+    return yolo
+
+
+def _build(source: str, names: list[str]):
+    """An untrained model from a YAML, seeded (the same report twice), with the dataset's classes."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel, guess_model_task, yaml_model_load
+
+    try:
+        cfg = yaml_model_load(source)
+    except FileNotFoundError as e:
+        raise InputError(f"model {source}: no such model YAML ({e})") from e
+    except ValueError as e:  # Ultralytics' words for a file that is not a YAML mapping
+        raise InputError(f"model {source}: not a model YAML ({e})") from e
+    task = guess_model_task(cfg)
+    if task != "detect":
+        raise InputError(f"model {source}: a {task!r} model YAML; compare needs a detection model")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            yolo = YOLO(source, task="detect")
+            if yolo.model.yaml.get("nc") != len(names):
+                yolo.model = DetectionModel(cfg, nc=len(names), verbose=False)
+    except KeyError as e:  # Ultralytics' parser looks layer names up in its module namespace
+        raise InputError(f"model {source}: unknown layer {e} (not an Ultralytics or yolo-incep module)") from e
+    except (TypeError, ValueError, IndexError, AttributeError, RuntimeError) as e:
+        raise InputError(f"model {source}: cannot build this model YAML ({type(e).__name__}: {e})") from e
+    yolo.model.names = dict(enumerate(names))
+    return yolo
+
+
+def _load(source: str):
+    """A checkpoint; missing files are refused here (Ultralytics would try to download unknown '*.pt' names)."""
+    from ultralytics import YOLO
+
+    if not Path(source).is_file():
+        raise InputError(f"model {source}: no such checkpoint (give a .pt path or a model YAML name)")
+    try:
+        return YOLO(source)
+    except Exception as e:  # torch.load and Ultralytics raise many types for a file that is not a checkpoint
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"model {source}: not a loadable Ultralytics checkpoint ({type(e).__name__}: {first})") from e
+
+
+def max_stride(yolo) -> int:
+    """The model's largest stride (input sizes must be multiples of it)."""
+    return int(max(yolo.model.stride.tolist()))
+
+
+def _result(image_id: int, xyxy, score: float, cls: int) -> dict:
+    """One COCO results entry; rounding happens here so the evaluated list is exactly the written one."""
+    x1, y1, x2, y2 = (float(v) for v in xyxy)
+    bbox = [round(x1, 3), round(y1, 3), round(x2 - x1, 3), round(y2 - y1, 3)]
+    return {"image_id": image_id, "category_id": int(cls) + 1, "bbox": bbox, "score": round(float(score), 5)}
+
+
+def predict(yolo, images: list[Path], imgsz: int, device: str, batch: int, conf: float, iou: float,
+            max_det: int) -> list[dict]:
+    """COCO results of whole-image inference; image ids are 1-based positions in `images`."""
+    ids = {str(p.absolute()): i for i, p in enumerate(images, 1)}  # Ultralytics sorts the list, keys results by this
+    out = []
+    for r in yolo.predict([str(p) for p in images], stream=True, imgsz=imgsz, device=device, batch=batch,
+                          conf=conf, iou=iou, max_det=max_det, verbose=False, save=False):
+        b = r.boxes
+        out += [_result(ids[r.path], *row) for row in zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
+    return out
+
+
+def predict_sliced(yolo, images: list[Path], imgsz: int, device: str, conf: float, size: int,
+                   overlap: float) -> tuple[list[dict], float]:
+    """COCO results of SAHI sliced inference (plus the full image), and the median ms per image end to end."""
+    import statistics
+
+    from sahi.models.ultralytics import UltralyticsDetectionModel
+    from sahi.predict import get_sliced_prediction
+
+    dm = UltralyticsDetectionModel(model=yolo, confidence_threshold=conf, device=device or None, image_size=imgsz)
+    out, times = [], []
+    for image_id, p in enumerate(images, 1):
+        t = time.perf_counter()
+        pred = get_sliced_prediction(str(p), dm, slice_height=size, slice_width=size, overlap_height_ratio=overlap,
+                                     overlap_width_ratio=overlap, verbose=0)
+        times.append((time.perf_counter() - t) * 1e3)
+        for o in pred.object_prediction_list:
+            out.append(_result(image_id, o.bbox.to_xyxy(), o.score.value, o.category.id))
+    return out, round(statistics.median(times), 3)
