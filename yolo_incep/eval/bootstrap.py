@@ -10,6 +10,7 @@ at once; false positives before each of them are per-image counts, mixed by one 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,24 +82,28 @@ class Matching:
             return self._scores(counts)  # threads cost more than they give, and far more on a busy machine
 
     def _scores(self, counts: np.ndarray) -> dict[str, np.ndarray]:
-        """scores() on the calling thread."""
+        """scores() with BLAS on one thread; the (category, area, maxDets) groups share the cores."""
+        from concurrent.futures import ThreadPoolExecutor
+
         counts = np.atleast_2d(np.asarray(counts, np.int64))
-        b, n_t = len(counts), len(self.iou_thrs)
+        b, n_t, n_r = len(counts), len(self.iou_thrs), len(self.rec_thrs)
         t50, t75 = (int(np.argmin(np.abs(self.iou_thrs - t))) for t in (0.5, 0.75))
-        n_cat = 1 + max((k for k, _ in self.groups), default=-1)
+        last = coco.MAX_DETS[-1]
+        # a smaller maxDets that truncates no image of a group gives the largest one's numbers: computed once
+        jobs = [(k, a, md) for (k, a), g in self.groups.items() for md in coco.MAX_DETS
+                if md == last or (g.rank >= md).any()]
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # numpy releases the GIL in the heavy parts
+            done = dict(zip(jobs, pool.map(lambda j: self._accumulate(self.groups[j[:2]], counts, j[2]), jobs)))
         out = {}
         for md in coco.MAX_DETS:
-            # per area: sum over categories of sum-over-recall-thresholds precision (B, T), recall (B, T), defined count
             for a, area in enumerate(coco.AREAS):
-                psum, rsum, defined = np.zeros((b, n_t)), np.zeros((b, n_t)), np.zeros(b)
-                for k in range(n_cat):
-                    p, r, d = self._accumulate(self.groups[k, a], counts, md)
-                    psum, rsum, defined = psum + p, rsum + r, defined + d
+                # over categories: sums over recall thresholds of precision (B, T), recall (B, T), defined count (B,)
+                parts = [done.get((k, a_, md)) or done[k, a_, last] for k, a_ in self.groups if a_ == a]
+                psum, rsum, defined = (sum(p[i] for p in parts) for i in range(3))
+                defined = np.asarray(defined, float)
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    n_r = len(self.rec_thrs)
-                    ap = np.where(defined > 0, psum.sum(1) / (defined * n_t * n_r), np.nan)
                     suffix = "" if area == "all" else f"_{area}"
-                    out[f"AP{suffix}@{md}"] = ap
+                    out[f"AP{suffix}@{md}"] = np.where(defined > 0, psum.sum(1) / (defined * n_t * n_r), np.nan)
                     if area == "all":
                         out[f"AP50@{md}"] = np.where(defined > 0, psum[:, t50] / (defined * n_r), np.nan)
                         out[f"AP75@{md}"] = np.where(defined > 0, psum[:, t75] / (defined * n_r), np.nan)
@@ -119,8 +124,6 @@ class Matching:
         need = np.where((need - 1) / safe >= self.rec_thrs, need - 1, need)
         need = np.where(need / safe < self.rec_thrs, need + 1, need)
         kept = g.rank < max_det
-        if kept.all() and max_det != coco.MAX_DETS[-1]:  # nothing truncated: the largest maxDets gives the same
-            return self._accumulate(g, counts, coco.MAX_DETS[-1])
         weights = counts.astype(np.float32)  # sums of counts stay exact integers in float32 (below 2**24)
         rows = np.arange(b)[:, None]
         for t in range(n_t):

@@ -20,7 +20,8 @@ from ..errors import InputError
 from . import bootstrap, coco
 from .analysis import Analysis
 from .models import load_model, max_stride, parse_arms, predict, predict_sliced
-from .report import CompareReport, ModelRow, arm_summary, format_table, write_json, write_report  # noqa: F401
+from .report import CompareReport, ModelRow, arm_summary, write_json, write_report
+from .report import format_table  # noqa: F401  (demo and scripts print the table through compare)
 from .timing import device_name, latency_ms, model_cost
 
 # data YAML keys that are not splits (Ultralytics' own reserved ones)
