@@ -1,6 +1,5 @@
 """InceptionNeXt checkpoints (timm, random init, saved locally: nothing downloads) load into yolov8-inceptionnext."""
 
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -9,12 +8,11 @@ import torch
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
+from conftest import TRAIN_ARGS, randomize_norms, run_process
 from yolo_incep import load_backbone_weights
 from yolo_incep.cli import main
 from yolo_incep.errors import InputError
 from yolo_incep.weights import IMAGENET_MEAN, IMAGENET_STD
-
-TRAIN_ARGS = ["epochs=1", "imgsz=64", "batch=8", "workers=0", "device=cpu", "plots=False", "amp=False", "exist_ok=True"]
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +20,7 @@ def atto(tmp_path_factory):
     """A timm inception_next_atto with random weights and non-trivial BatchNorm statistics, and its saved file."""
     torch.manual_seed(0)
     model = timm.create_model("inception_next_atto", pretrained=False).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):  # fresh BN (mean 0, var 1, eps-sensitive) would hide key mix-ups
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.01, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    randomize_norms(model, var=(0.01, 2.0))  # small variances make a wrong BatchNorm eps show
     path = tmp_path_factory.mktemp("timm") / "inception_next_atto.pth"
     torch.save(model.state_dict(), path)
     return model, path
@@ -132,9 +125,8 @@ def test_cli_bad_output_name_exits_2(atto, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_stock_cli_trains_from_the_loaded_checkpoint(cli_checkpoint, synthetic_data, fresh_env, tmp_path):
-    out = subprocess.run(["yolo", "train", f"model={cli_checkpoint}", f"data={synthetic_data}", *TRAIN_ARGS,
-                          f"project={tmp_path}", "name=run"], env=fresh_env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, check=False)
+    out = run_process(["yolo", "train", f"model={cli_checkpoint}", f"data={synthetic_data}", *TRAIN_ARGS,
+                       f"project={tmp_path}", "name=run"], fresh_env, tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Transferred" in out.stdout + out.stderr  # the ImageNet backbone seeds the run
     assert (Path(tmp_path) / "run" / "weights" / "last.pt").is_file()

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+from pathlib import Path
 
 from .errors import InputError
 
@@ -19,6 +20,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "swap": ("yolo_incep.swap", "rewrite an Ultralytics model YAML to use Inception blocks"),
     "load-weights": ("yolo_incep.weights", "load InceptionNeXt ImageNet weights into a model's backbone"),
 }
+
+
+def refuse_overwriting_input(output: str | Path, *inputs: str | Path, flag: str = "--output") -> None:
+    """Raise InputError when `output` is one of `inputs` (or a link to one): writing it would destroy the input."""
+    out = Path(output)
+    for given in inputs:
+        src = Path(given)
+        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
+            raise InputError(f"{flag} {output}: is the input {given}; write to another file")
 
 
 def _usage() -> str:
@@ -52,12 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"yolo-incep {name}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"yolo-incep {name}: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
         return 141
+    except OSError as e:  # a file that cannot be read or written (read-only folder, full disk): the user's to fix
+        if e.filename is None:
+            raise
+        print(f"yolo-incep {name}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"yolo-incep {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
