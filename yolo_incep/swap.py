@@ -17,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from .cli import one_line, refuse_overwriting_input
 from .data.common import atomic_write_bytes
 from .errors import InputError
 
@@ -124,8 +125,8 @@ def load_source(src: str) -> tuple[dict, str, str]:
         d = yaml_model_load(src)
     except FileNotFoundError as e:
         raise InputError(f"{src}: no such model YAML (neither a file nor an Ultralytics / yolo-incep name)") from e
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise InputError(f"{src}: not valid YAML: {' '.join(str(e).split())}") from e
+    except (ValueError, yaml.YAMLError) as e:  # Ultralytics' reasons: not YAML, not a mapping
+        raise InputError(f"{src}: not a model YAML ({one_line(e)})") from e
     if not isinstance(d, dict):
         raise InputError(f"{src}: not a model YAML (top level is not a mapping)")
     resolved, scale = d.pop("yaml_file", src), model_scale(d)
@@ -153,8 +154,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Convert, check that the result builds, write it atomically, print rows and params/GFLOPs before and after."""
-    from .cli import refuse_overwriting_input
-
     d, scale, resolved = load_source(args.source)
     refuse_overwriting_input(args.output, resolved)
     result = swap_dict(d, args.where, args.source)

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .cli import one_line, refuse_overwriting_input
 from .data.common import atomic_path
 from .errors import InputError
 
@@ -50,12 +51,6 @@ class LoadReport:
         return "\n".join(lines)
 
 
-def _one_line(e: BaseException) -> str:
-    """An exception's message as one plain line: its first line, without terminal colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-
-
 def _unreadable(path: Path, e: Exception) -> InputError:
     """Say what a file that torch cannot load as plain tensors is, as far as that can be told."""
     head = path.read_bytes()[:4096]
@@ -78,7 +73,7 @@ def _unreadable(path: Path, e: Exception) -> InputError:
         if classes:
             return InputError(f"{path}: holds objects other than tensors ({', '.join(classes[:3])}"
                               f"{' ...' if len(classes) > 3 else ''}), not a state dict")
-    return InputError(f"{path}: not a readable PyTorch/safetensors checkpoint ({_one_line(e)})")
+    return InputError(f"{path}: not a readable PyTorch/safetensors checkpoint ({one_line(e)})")
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -207,13 +202,11 @@ def _load_model(name: str):
     try:
         return YOLO(name, task="detect")
     except Exception as e:  # Ultralytics' own reasons a checkpoint does not load, often several lines long
-        raise InputError(f"model {name}: not a loadable Ultralytics checkpoint ({_one_line(e)})") from e
+        raise InputError(f"model {name}: not a loadable Ultralytics checkpoint ({one_line(e)})") from e
 
 
 def run(args: argparse.Namespace) -> int:
     """Build the model, load the backbone, print the report and save a checkpoint `yolo train model=` accepts."""
-    from .cli import refuse_overwriting_input
-
     out = Path(args.output)
     if out.suffix != ".pt":
         raise InputError(f"--output {out}: must end in .pt (an Ultralytics checkpoint)")
