@@ -169,6 +169,14 @@ def test_a_yolo_without_a_model_is_named(atto, tmp_path, monkeypatch):
         load_backbone_weights(YOLO("notes.txt"), atto[1])
 
 
+def test_a_rerun_removes_what_a_killed_write_left(atto, tmp_path):
+    out = tmp_path / "atto-yolo.pt"
+    stale = tmp_path / ".atto-yolo.pt.k1ll3d.tmp"  # the temp file of a write killed before its rename
+    stale.write_bytes(b"")
+    assert main(["load-weights", "yolov8n-inceptionnext.yaml", str(atto[1]), "-o", str(out)]) == 0
+    assert list(tmp_path.iterdir()) == [out]
+
+
 def test_cli_bad_output_name_exits_2(atto, tmp_path, capsys):
     assert main(["load-weights", "yolov8n-inceptionnext.yaml", str(atto[1]), "-o", str(tmp_path / "x.yaml")]) == 2
     assert "must end in .pt" in capsys.readouterr().err
