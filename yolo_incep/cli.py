@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import re
 import sys
-from pathlib import Path
 
 from .errors import InputError
 
@@ -21,21 +19,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "swap": ("yolo_incep.swap", "rewrite an Ultralytics model YAML to use Inception blocks"),
     "load-weights": ("yolo_incep.weights", "load InceptionNeXt ImageNet weights into a model's backbone"),
 }
-
-
-def one_line(e: BaseException) -> str:
-    """Another library's error message as one plain line: its first line, without terminal colour codes."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}"
-
-
-def refuse_overwriting_input(output: str | Path, *inputs: str | Path, flag: str = "--output") -> None:
-    """Raise InputError when `output` is one of `inputs` (or a link to one): writing it would destroy the input."""
-    out = Path(output)
-    for given in inputs:
-        src = Path(given)
-        if out.resolve() == src.resolve() or (out.exists() and src.exists() and os.path.samefile(out, src)):
-            raise InputError(f"{flag} {output}: is the input {given}; write to another file")
 
 
 def _usage() -> str:

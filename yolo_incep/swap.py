@@ -17,9 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from .cli import one_line, refuse_overwriting_input
 from .data.common import atomic_write_bytes
-from .errors import InputError
+from .errors import InputError, one_line, refuse_overwriting_input
 
 SECTIONS = {"backbone": ("backbone",), "neck": ("head",), "all": ("backbone", "head")}  # Ultralytics' head = neck
 # Stock blocks with inner bottlenecks or attention that have no Inception counterpart (yet): reported, kept.

@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .cli import one_line, refuse_overwriting_input
 from .data.common import atomic_path
-from .errors import InputError
+from .errors import InputError, one_line, refuse_overwriting_input
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what timm's inception_next was trained on; YOLO feeds RGB in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
