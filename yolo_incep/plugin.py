@@ -158,8 +158,10 @@ def _stand_in(key: str, base: type, parse: _Parse) -> type:
     return cls
 
 
-def _layer_scale(d: dict, yaml_file: str):
-    """The model dict's `layer_scale:` as MetaNeXtBlock's ls_init_value (None: no layer scale)."""
+def _layer_scale(d: dict, yaml_file: str, default: float | None) -> float | None:
+    """The model dict's `layer_scale:` as MetaNeXtBlock's ls_init_value (None: no layer scale), `default` if absent."""
+    if "layer_scale" not in d:
+        return default
     value = d["layer_scale"]
     if value is None:
         return None
@@ -203,8 +205,7 @@ def _parse_ours(tasks: ModuleType, original, d: dict, ch, verbose: bool, rows: l
                 bindings[keys[i]] = _stand_in(keys[i], base, parse)
         saved = {name: tasks.__dict__[name] for name in bindings if name in tasks.__dict__}
         ls_default = MetaNeXtBlock.ls_init_default
-        if "layer_scale" in d:  # like `activation:` sets Conv.default_act, for this parse only
-            MetaNeXtBlock.ls_init_default = _layer_scale(d, yaml_file)
+        MetaNeXtBlock.ls_init_default = _layer_scale(d, yaml_file, ls_default)  # for this parse, as `activation:`
         tasks.__dict__.update(bindings)
         try:
             model, save = original(parsed, ch, verbose)
