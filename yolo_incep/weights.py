@@ -52,7 +52,8 @@ class LoadReport:
 
 def _unreadable(path: Path, e: Exception) -> InputError:
     """Say what a file that torch cannot load as plain tensors is, as far as that can be told."""
-    head = path.read_bytes()[:4096]
+    with open(path, "rb") as f:
+        head = f.read(4096)
     if not head:
         return InputError(f"{path}: empty file, not a checkpoint")
     if b"\0" not in head:
