@@ -78,6 +78,28 @@ def test_a_changed_parser_is_reported_with_the_version(monkeypatch):
         DetectionModel("yolov8n-incep.yaml", verbose=False)
 
 
+@pytest.mark.parametrize("source", ["yolov8n.yaml", "yolo11n.yaml"])  # Detect.legacy set by the parser: True, False
+def test_a_detect_subclass_gets_the_stock_detect_rows_treatment(monkeypatch, source):
+    from ultralytics.nn.modules import Detect
+    from ultralytics.nn.tasks import yaml_model_load
+
+    class ToyDetect(Detect):
+        """A head of ours, as a Detect subclass naming its mirror."""
+
+        mirror = "Detect"
+
+    layers = {**plugin.layer_classes(), "ToyDetect": ToyDetect}
+    monkeypatch.setattr(plugin, "layer_classes", lambda: layers)
+    stock = DetectionModel(yaml_model_load(source), verbose=False)
+    d = yaml_model_load(source)
+    d["head"][-1][2] = "ToyDetect"
+    ours = DetectionModel(d, verbose=False)
+    assert type(ours.model[-1]) is ToyDetect and ours.model[-1].type.endswith(".ToyDetect")
+    shapes = {k: v.shape for k, v in ours.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in stock.state_dict().items()}  # input channels from `from`, legacy head
+    assert ours.stride.tolist() == stock.stride.tolist()
+
+
 @pytest.mark.parametrize(("value", "gamma"), [(1.0, 1.0), (0.5, 0.5), (None, None), (0, None), ("absent", "default")])
 def test_layer_scale_key_sets_every_metanext_block_of_the_yaml(value, gamma):
     from ultralytics.nn.tasks import yaml_model_load
