@@ -42,8 +42,9 @@ def layer_classes() -> dict[str, type]:
 
 
 def model_scale(d: dict) -> str:
-    """The scale Ultralytics builds for a model dict: its `scale`, else the first of `scales` ('' if it has none)."""
-    return d.get("scale") or next(iter(d.get("scales") or {}), "")
+    """The scale Ultralytics builds for a model dict: its `scale`, else the first of `scales`; '' without `scales`."""
+    scales = d.get("scales") or {}
+    return (d.get("scale") or next(iter(scales))) if scales else ""
 
 
 def layer_rows(d: dict, source: str) -> list[list]:
