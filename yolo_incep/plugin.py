@@ -107,7 +107,7 @@ class _Parse:
 
 
 class _Backbone(list):
-    """The backbone rows handed to parse_model: `backbone + head`, which it enumerates, reports the row it is at."""
+    """The backbone rows handed to parse_model; `backbone + head`, the list it enumerates, is a _Cursor."""
 
     def __init__(self, rows: list, parse: _Parse):
         super().__init__(rows)
