@@ -7,26 +7,15 @@ Usage: python scripts/zoo_table.py
 
 from __future__ import annotations
 
-import copy
-
 from ultralytics.nn.tasks import yaml_model_load
 
-from yolo_incep.plugin import MODEL_YAMLS
-from yolo_incep.swap import build_stats, counterparts
+from yolo_incep.plugin import MODEL_YAMLS, model_scale
+from yolo_incep.swap import build_stats, stock_twin
 
 STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
     "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n", "yolov8-incep-p2": "yolov8n-p2", "yolov9t-incep": "yolov9t",
     "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n", "yolov8-inceptionnext": "yolov8n",
 }
-
-
-def stock_twin(d: dict) -> dict:
-    """`d` with every drop-in Inception block row back to its stock block."""
-    ours = {v: k for k, v in counterparts().items()}
-    twin = copy.deepcopy(d)
-    for row in twin["backbone"] + twin["head"]:
-        row[2] = ours.get(row[2], row[2])
-    return twin
 
 
 def main() -> None:
@@ -35,7 +24,7 @@ def main() -> None:
     print("|---|---:|---:|---|---:|---:|")
     for path in sorted(MODEL_YAMLS.glob("*.yaml")):
         d = yaml_model_load(path)
-        d["scale"] = next(iter(d.get("scales") or {"": None}))
+        d["scale"] = model_scale(d)  # the name carries no letter: the first (smallest) scale
         name = path.stem.replace("-", f"{d['scale']}-", 1) if d["scale"] else path.stem
         if path.stem == "yolov8-inceptionnext":
             twin, label = yaml_model_load("yolov8n.yaml"), "yolov8n"

@@ -7,22 +7,9 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomize_norms
 from yolo_incep.nn import MetaNeXtBlock
 from yolo_incep.plugin import MODEL_YAMLS
-
-
-def _randomize_norms(model: nn.Module, seed: int = 0) -> None:
-    """Non-trivial BN statistics/affines and layer scales, so folding them is visible in the outputs."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
-            if isinstance(m, MetaNeXtBlock) and m.gamma is not None:
-                m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) * 0.5 + 0.5)
 
 
 # the last shape is above the tiling threshold (>= 1M hidden floats per image) and splits into uneven tiles
@@ -30,7 +17,7 @@ def _randomize_norms(model: nn.Module, seed: int = 0) -> None:
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
 def test_fused_block_equals_unfused_eval(dim, shape, layout):
     block = MetaNeXtBlock(dim).eval()
-    _randomize_norms(block)
+    randomize_norms(block)
     x = torch.randn(shape).contiguous(memory_format=layout)
     with torch.no_grad():
         expected = block(x)
@@ -46,7 +33,7 @@ def test_fused_block_equals_unfused_eval(dim, shape, layout):
 
 def test_fuse_is_idempotent_and_in_place():
     block = MetaNeXtBlock(24).eval()
-    _randomize_norms(block, seed=1)
+    randomize_norms(block, seed=1)
     fc1_weight = block.mlp.fc1.weight
     assert block.fuse() is block and block.mlp.fc1.weight is fc1_weight
     state = copy.deepcopy(block.state_dict())
@@ -58,7 +45,7 @@ def test_fuse_is_idempotent_and_in_place():
 
 def test_fuse_without_layer_scale():
     block = MetaNeXtBlock(16, ls_init_value=None).eval()
-    _randomize_norms(block, seed=2)
+    randomize_norms(block, seed=2)
     x = torch.randn(1, 16, 10, 10)
     with torch.no_grad():
         expected = block(x)
@@ -72,7 +59,7 @@ def detection_model():
 
     torch.manual_seed(0)
     model = DetectionModel("yolov8n-incep.yaml", verbose=False).eval()
-    _randomize_norms(model, seed=3)
+    randomize_norms(model, seed=3)
     return model
 
 

@@ -4,21 +4,16 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import randomize_norms, randomize_params
 from yolo_incep.nn import C2fIncep, InceptionDWConv2d, MetaNeXtBlock
 
 timm_incep = pytest.importorskip("timm.models.inception_next", reason="timm is the reference implementation")
 
 
 def _randomize(module: nn.Module, seed: int = 0) -> None:
-    """Give every parameter and BN statistic non-trivial values, so parity is not won by near-zero gamma."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2)  # outputs of order 1, where 1e-5 is meaningful
-        for m in module.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    """Non-trivial values for every parameter and BN statistic, so parity is not won by near-zero gamma."""
+    randomize_params(module, seed)
+    randomize_norms(module, seed)
 
 
 @pytest.mark.parametrize(
@@ -99,7 +94,7 @@ def test_bad_arguments_are_named(kwargs, match):
 
 def test_layer_scale_and_drop_path_defaults():
     block = MetaNeXtBlock(32, drop_path=0.1)
-    assert torch.allclose(block.gamma, torch.full((32,), 1e-6))
+    assert torch.equal(block.gamma, torch.full((32,), MetaNeXtBlock.ls_init_default))  # the one default
     block.eval()
     x = torch.randn(1, 32, 8, 8)
     torch.testing.assert_close(block(x), block(x))  # drop path is off in eval

@@ -1,6 +1,5 @@
 """The plugin as users meet it: stock `yolo` CLI, YAML names, stock row treatment, checkpoints, resume, ONNX."""
 
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,40 +12,24 @@ from ultralytics import YOLO
 from ultralytics.nn.modules import C2f
 from ultralytics.nn.tasks import DetectionModel
 
+from conftest import TRAIN, TRAIN_ARGS, layer_shapes, run_process
 from yolo_incep import plugin
 from yolo_incep.errors import InputError
 from yolo_incep.nn import C2fIncep, MetaNeXtBlock
 
-TRAIN = dict(epochs=1, imgsz=64, batch=8, workers=0, device="cpu", plots=False, amp=False, exist_ok=True)
-TRAIN_ARGS = [f"{k}={v}" for k, v in TRAIN.items()]  # the same settings as `yolo train` arguments
-
-
-def _run(cmd, env, cwd, **kw):
-    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, **kw)
-
 
 def test_plain_python_startup_imports_neither_torch_nor_ultralytics(fresh_env, tmp_path):
     code = "import sys; print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ultralytics', 'yolo_incep'}))"
-    out = _run([sys.executable, "-c", code], fresh_env, tmp_path)
+    out = run_process([sys.executable, "-c", code], fresh_env, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "['yolo_incep']"  # only the stdlib-only start-up hook
-
-
-def _layer_outputs(model: DetectionModel) -> list:
-    shapes, hooks = [], [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for m in model.model[:-1]]
-    model.eval()
-    with torch.no_grad():
-        model(torch.zeros(1, 3, 64, 64))
-    for h in hooks:
-        h.remove()
-    return shapes
 
 
 @pytest.mark.parametrize("scale", ["n", "m", "x"])
 def test_rows_get_the_stock_treatment_at_every_scale(scale):
     ours, stock = YOLO(f"yolov8{scale}-incep.yaml").model, YOLO(f"yolov8{scale}.yaml").model
     assert ours.yaml["scale"] == scale
-    assert _layer_outputs(ours) == _layer_outputs(stock)  # width scaling and max_channels, layer by layer
+    assert layer_shapes(ours) == layer_shapes(stock)  # width scaling and max_channels, layer by layer
     for a, b in zip(ours.model, stock.model):
         if isinstance(a, C2fIncep):
             assert isinstance(b, C2f) and len(a.m) == len(b.m)  # depth scaling of repeats
@@ -54,6 +37,100 @@ def test_rows_get_the_stock_treatment_at_every_scale(scale):
         else:
             assert type(a) is type(b) and a.type == b.type
     assert [i for i, m in enumerate(ours.model) if isinstance(m, C2fIncep)] == [4, 6, 8, 15]
+
+
+def test_a_yaml_without_our_layers_is_parsed_by_the_stock_parser_alone(monkeypatch):
+    import ultralytics.nn.tasks as tasks
+
+    seen = {}
+    original = C2f.__init__
+
+    def spy(self, *args, **kwargs):  # what `C2f` means in the parser's module while a stock row is built
+        seen["C2f"] = tasks.C2f
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(C2f, "__init__", spy)
+    model = YOLO("yolov8n.yaml").model
+    assert seen["C2f"] is C2f  # not a stand-in: the plugin did nothing
+    assert all(type(m).__module__.startswith(("ultralytics.", "torch.")) for m in model.modules())
+
+
+def test_our_rows_record_their_own_type_and_stock_rows_theirs():
+    model = YOLO("yolov8n-inceptionnext.yaml").model  # stand-ins for C2f and AConv serve our rows and stock C2f rows
+    types = [m.type for m in model.model]
+    assert types[:5] == ["yolo_incep.nn.backbone.InceptionNeXtStem"] + ["yolo_incep.nn.backbone.InceptionNeXtStage"] * 4
+    assert types[8] == "ultralytics.nn.modules.block.C2f" and type(model.model[8]) is C2f
+    import ultralytics.nn.tasks as tasks
+
+    assert tasks.C2f is C2f and "InceptionNeXtStage" not in vars(tasks)  # the parser's names are restored
+
+
+def test_a_changed_parser_is_reported_with_the_version(monkeypatch):
+    import ultralytics.nn.tasks as tasks
+
+    original = tasks.parse_model.__wrapped__
+
+    def reordered(d, ch, verbose=True):  # a parser that no longer enumerates backbone + head
+        return original({**d, "backbone": list(d["backbone"]), "head": list(d["head"])}, ch, verbose)
+
+    monkeypatch.setattr(tasks, "parse_model", plugin._wrap_parse_model(tasks, reordered))
+    with pytest.raises(RuntimeError, match=rf"ultralytics {ultralytics.__version__}.*parser changed.*8\.4\.0"):
+        DetectionModel("yolov8n-incep.yaml", verbose=False)
+
+
+@pytest.mark.parametrize("source", ["yolov8n.yaml", "yolo11n.yaml"])  # Detect.legacy set by the parser: True, False
+def test_a_detect_subclass_gets_the_stock_detect_rows_treatment(monkeypatch, source):
+    from ultralytics.nn.modules import Detect
+    from ultralytics.nn.tasks import yaml_model_load
+
+    class ToyDetect(Detect):
+        """A head of ours, as a Detect subclass naming its mirror."""
+
+        mirror = "Detect"
+
+    layers = {**plugin.layer_classes(), "ToyDetect": ToyDetect}
+    monkeypatch.setattr(plugin, "layer_classes", lambda: layers)
+    stock = DetectionModel(yaml_model_load(source), verbose=False)
+    d = yaml_model_load(source)
+    d["head"][-1][2] = "ToyDetect"
+    ours = DetectionModel(d, verbose=False)
+    assert type(ours.model[-1]) is ToyDetect and ours.model[-1].type.endswith(".ToyDetect")
+    shapes = {k: v.shape for k, v in ours.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in stock.state_dict().items()}  # input channels from `from`, legacy head
+    assert ours.stride.tolist() == stock.stride.tolist()
+
+
+@pytest.mark.parametrize(("value", "gamma"), [(1.0, 1.0), (0.5, 0.5), (None, None), (0, None), ("absent", "default")])
+def test_layer_scale_key_sets_every_metanext_block_of_the_yaml(value, gamma):
+    from ultralytics.nn.tasks import yaml_model_load
+
+    d = yaml_model_load("yolov8n-incep.yaml")
+    if value != "absent":
+        d["layer_scale"] = value
+    model = DetectionModel(d, verbose=False)
+    blocks = [m for m in model.modules() if isinstance(m, MetaNeXtBlock)]
+    assert len(blocks) >= 6
+    expected = MetaNeXtBlock.ls_init_default if gamma == "default" else gamma
+    for b in blocks:
+        assert (b.gamma is None) if expected is None else torch.equal(b.gamma, torch.full_like(b.gamma, expected))
+    assert MetaNeXtBlock.ls_init_default == 1e-6 and MetaNeXtBlock(8).gamma[0] == 1e-6  # restored after the parse
+
+
+def test_layer_scale_leaves_the_inceptionnext_backbone_at_timms_value():
+    from ultralytics.nn.tasks import yaml_model_load
+
+    d = {**yaml_model_load("yolov8n-inceptionnext.yaml"), "layer_scale": 1.0}
+    stage = DetectionModel(d, verbose=False).model[1]
+    assert torch.equal(stage.blocks[0].gamma, torch.full_like(stage.blocks[0].gamma, 1e-6))  # the checkpoint's
+
+
+@pytest.mark.parametrize("value", ["big", True, [1.0], float("nan")])
+def test_a_bad_layer_scale_names_the_file_and_key(value):
+    from ultralytics.nn.tasks import yaml_model_load
+
+    d = {**yaml_model_load("yolov8n-incep.yaml"), "layer_scale": value, "yaml_file": "mine.yaml"}
+    with pytest.raises(InputError, match=r"^mine\.yaml: layer_scale: expected a number"):
+        DetectionModel(d, verbose=False)
 
 
 def test_bad_yaml_arguments_name_the_layer_row():
@@ -85,8 +162,8 @@ def test_unknown_bare_yaml_still_fails_like_stock():
 def trained(synthetic_data, fresh_env, tmp_path_factory) -> Path:
     """best.pt of one epoch trained through the stock `yolo` CLI, in a process that never imports yolo_incep."""
     cwd = tmp_path_factory.mktemp("cli")
-    out = _run(["yolo", "train", "model=yolov8n-incep.yaml", f"data={synthetic_data}", *TRAIN_ARGS,
-                f"project={cwd}", "name=run"], fresh_env, cwd)
+    out = run_process(["yolo", "train", "model=yolov8n-incep.yaml", f"data={synthetic_data}", *TRAIN_ARGS,
+                       f"project={cwd}", "name=run"], fresh_env, cwd)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "yolo_incep.nn.blocks.C2fIncep" in out.stdout + out.stderr  # the printed model shows our blocks
     return cwd / "run" / "weights" / "best.pt"
@@ -103,7 +180,7 @@ def test_checkpoint_loads_validates_and_predicts_in_a_fresh_process(trained, syn
         f"p = m.predict({str(Path(synthetic_data).parent / 'images/val')!r}, imgsz=64, device='cpu', verbose=False)\n"
         "print('TYPES', sorted({type(x).__name__ for x in m.model.modules()} & {'C2fIncep', 'MetaNeXtBlock'}), len(p))\n"
     )
-    out = _run([sys.executable, "-c", code], {**fresh_env, "ULTRALYTICS_SAFE_LOAD": safe_load}, tmp_path)
+    out = run_process([sys.executable, "-c", code], {**fresh_env, "ULTRALYTICS_SAFE_LOAD": safe_load}, tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "TYPES ['C2fIncep', 'MetaNeXtBlock'] 8" in out.stdout
 
@@ -116,11 +193,11 @@ def test_resume_continues_an_interrupted_run(synthetic_data, fresh_env, tmp_path
         "m.add_callback('on_model_save', lambda t: os._exit(3) if t.epoch == 0 else None)\n"  # dies after epoch 1 of 2
         f"m.train(data={str(synthetic_data)!r}, project={str(tmp_path)!r}, name='r', **{ {**TRAIN, 'epochs': 2}!r})\n"
     )
-    out = _run([sys.executable, "-c", interrupted], fresh_env, tmp_path)
+    out = run_process([sys.executable, "-c", interrupted], fresh_env, tmp_path)
     assert out.returncode == 3, out.stdout[-2000:] + out.stderr[-2000:]
     last = tmp_path / "r" / "weights" / "last.pt"
     assert torch.load(last, weights_only=False)["epoch"] == 0
-    out = _run(["yolo", "train", "resume", f"model={last}"], fresh_env, tmp_path)  # as Ultralytics documents it
+    out = run_process(["yolo", "train", "resume", f"model={last}"], fresh_env, tmp_path)  # as Ultralytics documents it
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     rows = (tmp_path / "r" / "results.csv").read_text().strip().splitlines()
     assert [r.split(",")[0].strip() for r in rows[1:]] == ["1", "2"]

@@ -86,3 +86,58 @@ def test_bad_sources_name_what_is_wrong(tmp_path, capsys, content, match):
         src.write_text(yaml.safe_dump(content))
     assert main(["swap", str(src), "-o", str(tmp_path / "out.yaml")]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_output_equal_to_the_source_is_refused_and_the_source_kept(tmp_path, capsys):
+    src = tmp_path / "a.yaml"
+    text = yaml.safe_dump({"nc": 2, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "C2f", [16]]],
+                           "head": [[[1], 1, "Detect", ["nc"]]]})
+    src.write_text(text)
+    (tmp_path / "link.yaml").symlink_to(src)
+    for out in (src, tmp_path / "link.yaml"):
+        assert main(["swap", str(src), "-o", str(out)]) == 2
+        assert "is the input" in capsys.readouterr().err
+    assert src.read_text() == text
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("model.txt", "nc: 2\n", "not a model YAML (expected a .yaml"),
+        ("image.yaml", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01" * 8, "image.yaml: not a model YAML"),
+        ("list.yaml", "- 1\n- 2\n", "not a valid YAML mapping"),
+        ("typo.yaml", yaml.safe_dump({"nc": 2, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "C2ff", [16]]],
+                                      "head": [[[1], 1, "Detect", ["nc"]]]}), "layer row 1: unknown layer 'C2ff'"),
+    ],
+)
+def test_files_that_are_not_model_yamls_are_one_line_errors(tmp_path, capsys, name, content, match):
+    src = tmp_path / name
+    src.write_bytes(content) if isinstance(content, bytes) else src.write_text(content)
+    assert main(["swap", str(src), "-o", str(tmp_path / "out.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert match in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_a_read_only_output_folder_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import errno
+    import tempfile
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+
+    def read_only(*args, dir=None, **kwargs):  # what a read-only folder answers, also to root (who may write anywhere)
+        raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    assert main(["swap", "yolov8n.yaml", "-o", str(folder / "out.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: Permission denied" in err and len(err.strip().splitlines()) == 1, err
+    assert list(folder.iterdir()) == []
+
+
+def test_an_output_folder_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    assert main(["swap", "yolov8n.yaml", "-o", str(tmp_path / "taken" / "out.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "taken" in err and len(err.strip().splitlines()) == 1, err

@@ -1,6 +1,6 @@
 """InceptionNeXt checkpoints (timm, random init, saved locally: nothing downloads) load into yolov8-inceptionnext."""
 
-import subprocess
+import re
 from pathlib import Path
 
 import pytest
@@ -9,12 +9,11 @@ import torch
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
+from conftest import TRAIN_ARGS, randomize_norms, run_process
 from yolo_incep import load_backbone_weights
 from yolo_incep.cli import main
 from yolo_incep.errors import InputError
 from yolo_incep.weights import IMAGENET_MEAN, IMAGENET_STD
-
-TRAIN_ARGS = ["epochs=1", "imgsz=64", "batch=8", "workers=0", "device=cpu", "plots=False", "amp=False", "exist_ok=True"]
 
 
 @pytest.fixture(scope="module")
@@ -22,12 +21,7 @@ def atto(tmp_path_factory):
     """A timm inception_next_atto with random weights and non-trivial BatchNorm statistics, and its saved file."""
     torch.manual_seed(0)
     model = timm.create_model("inception_next_atto", pretrained=False).eval()
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):  # fresh BN (mean 0, var 1, eps-sensitive) would hide key mix-ups
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.01, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
+    randomize_norms(model, var=(0.01, 2.0))  # small variances make a wrong BatchNorm eps show
     path = tmp_path_factory.mktemp("timm") / "inception_next_atto.pth"
     torch.save(model.state_dict(), path)
     return model, path
@@ -89,7 +83,8 @@ def test_wrapped_and_prefixed_checkpoints_load(atto, tmp_path):
 def test_another_variant_is_refused_with_the_shapes(atto):
     _, path = atto
     tiny = DetectionModel("yolov8s-inceptionnext.yaml", verbose=False)  # s = InceptionNeXt-tiny
-    with pytest.raises(InputError, match=r"no tensor matches.*shape-mismatched"):
+    with pytest.raises(InputError, match=r"no weight of .* is in this checkpoint, only \d+ BatchNorm step counters "
+                                         r"\(matched \d+, .*shape-mismatched [1-9]"):
         load_backbone_weights(tiny, path)
 
 
@@ -97,7 +92,7 @@ def test_another_variant_is_refused_with_the_shapes(atto):
     ("model", "content", "match"),
     [
         ("yolov8n-inceptionnext.yaml", None, "no such checkpoint"),
-        ("yolov8n-inceptionnext.yaml", b"not a checkpoint", "not a readable"),
+        ("yolov8n-inceptionnext.yaml", b"\x00\x01 binary, not a checkpoint", "not a readable"),
         ("yolov8n-incep.yaml", "atto", "InceptionNeXtStem"),
     ],
 )
@@ -122,7 +117,64 @@ def test_cli_writes_a_loadable_checkpoint(atto, cli_checkpoint, capsys):
     net = YOLO(cli_checkpoint).model.float()
     ref = model.stages[2].blocks[0].mlp.fc1.weight
     torch.testing.assert_close(net.model[3].blocks[0].mlp.fc1.weight, ref, rtol=1e-3, atol=1e-3)  # saved as fp16
-    assert list(cli_checkpoint.parent.glob("*.pt")) == [cli_checkpoint]  # no temporary file left behind
+    assert list(cli_checkpoint.parent.iterdir()) == [cli_checkpoint]  # no temporary file left behind, hidden or not
+
+
+def test_cli_refuses_to_overwrite_its_inputs(atto, tmp_path, capsys):
+    weights = tmp_path / "atto.pt"
+    weights.write_bytes(atto[1].read_bytes())
+    before = weights.read_bytes()
+    assert main(["load-weights", "yolov8n-inceptionnext.yaml", str(weights), "-o", str(weights)]) == 2
+    assert "is the input" in capsys.readouterr().err
+    assert weights.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def detection_pt(tmp_path_factory):
+    """An Ultralytics detection checkpoint: a model, not ImageNet weights."""
+    path = tmp_path_factory.mktemp("det") / "yolov8n-det.pt"
+    YOLO("yolov8n.yaml").save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("model", "weights", "match"),
+    [
+        ("yolov8n-inceptionnext.yaml", "text", r"w\.pt: a text file, not a PyTorch/safetensors checkpoint"),
+        ("yolov8n-inceptionnext.yaml", "detection", r"an Ultralytics model checkpoint, not InceptionNeXt ImageNet"),
+        ("notes.txt", "atto", r"model notes\.txt: expected a model YAML \(\.yaml\) or an Ultralytics checkpoint"),
+        ("text.pt", "atto", r"model .*text\.pt: not a loadable Ultralytics checkpoint"),
+        ("typo.yaml", "atto", r"typo\.yaml: layer row 1: unknown layer 'C2ff'"),
+    ],
+)
+def test_cli_bad_files_are_one_line_errors_that_say_what_they_are(atto, detection_pt, tmp_path, monkeypatch, capsys,
+                                                                  model, weights, match):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("some notes\n")
+    (tmp_path / "text.pt").write_text("hello\n")
+    (tmp_path / "typo.yaml").write_text(
+        "nc: 2\nbackbone: [[-1, 1, Conv, [16, 3, 2]], [-1, 1, C2ff, [16]]]\nhead: [[[1], 1, Detect, [nc]]]\n")
+    path = {"atto": atto[1], "detection": detection_pt, "text": tmp_path / "w.pt"}[weights]
+    (tmp_path / "w.pt").write_text("101 not a checkpoint\n")
+    assert main(["load-weights", model, str(path), "-o", str(tmp_path / "out.pt")]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and len(err.strip().splitlines()) == 1 and "\x1b" not in err, err
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_a_yolo_without_a_model_is_named(atto, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("some notes\n")
+    with pytest.raises(InputError, match=r"built from a model YAML or \.pt, got .*holding 'notes\.txt'"):
+        load_backbone_weights(YOLO("notes.txt"), atto[1])
+
+
+def test_a_rerun_removes_what_a_killed_write_left(atto, tmp_path):
+    out = tmp_path / "atto-yolo.pt"
+    stale = tmp_path / ".atto-yolo.pt.k1ll3d.tmp"  # the temp file of a write killed before its rename
+    stale.write_bytes(b"")
+    assert main(["load-weights", "yolov8n-inceptionnext.yaml", str(atto[1]), "-o", str(out)]) == 0
+    assert list(tmp_path.iterdir()) == [out]
 
 
 def test_cli_bad_output_name_exits_2(atto, tmp_path, capsys):
@@ -132,9 +184,8 @@ def test_cli_bad_output_name_exits_2(atto, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_stock_cli_trains_from_the_loaded_checkpoint(cli_checkpoint, synthetic_data, fresh_env, tmp_path):
-    out = subprocess.run(["yolo", "train", f"model={cli_checkpoint}", f"data={synthetic_data}", *TRAIN_ARGS,
-                          f"project={tmp_path}", "name=run"], env=fresh_env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, check=False)
+    out = run_process(["yolo", "train", f"model={cli_checkpoint}", f"data={synthetic_data}", *TRAIN_ARGS,
+                       f"project={tmp_path}", "name=run"], fresh_env, tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Transferred" in out.stdout + out.stderr  # the ImageNet backbone seeds the run
     assert (Path(tmp_path) / "run" / "weights" / "last.pt").is_file()

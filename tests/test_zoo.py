@@ -1,19 +1,18 @@
 """Model zoo: every YAML in model_yamls/ builds at each declared scale, trains, and its blocks are stock drop-ins."""
 
 import re
-import subprocess
 
 import pytest
 import torch
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
+from conftest import TRAIN_ARGS, layer_shapes, run_process
 from yolo_incep.nn import C3Incep, C3k2Incep, ELAN1Incep, InceptionDWConv2d, RepNCSPELAN4Incep
 from yolo_incep.plugin import MODEL_YAMLS
-from yolo_incep.swap import counterparts
+from yolo_incep.swap import stock_twin
 
 YAMLS = sorted(MODEL_YAMLS.glob("*.yaml"))
 CASES = [(p.name, s) for p in YAMLS for s in (yaml_model_load(p).get("scales") or {"": None})]
-TRAIN_ARGS = ["epochs=1", "imgsz=64", "batch=8", "workers=0", "device=cpu", "plots=False", "amp=False", "exist_ok=True"]
 
 
 def _build(name: str, scale: str) -> DetectionModel:
@@ -51,32 +50,13 @@ def test_builds_and_runs_forward_and_backward_at_320(name, scale):
     assert any(g.abs().sum() > 0 for g in grads)
 
 
-def _stock_twin(name: str) -> dict:
-    """The YAML with every Inception block row put back to the stock block it mirrors."""
-    ours = {v: k for k, v in counterparts().items()}
-    d = yaml_model_load(MODEL_YAMLS / name)
-    for row in d["backbone"] + d["head"]:
-        row[2] = ours.get(row[2], row[2])
-    return d
-
-
-def _layer_shapes(model: DetectionModel) -> list:
-    shapes = []
-    hooks = [m.register_forward_hook(lambda m, i, o: shapes.append(tuple(o.shape))) for m in model.model[:-1]]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, 64, 64))
-    for h in hooks:
-        h.remove()
-    return shapes
-
-
 @pytest.mark.parametrize("name", [p.name for p in YAMLS if p.stem != "yolov8-inceptionnext"])
 def test_blocks_are_drop_ins_for_the_stock_rows(name):
     d = yaml_model_load(MODEL_YAMLS / name)
     scale = next(reversed(d.get("scales") or {"": None}))  # the largest scale: max_channels and C3k blocks at work
-    stock = _stock_twin(name)
+    stock = stock_twin(d)
     ours, twin = _build(name, scale), DetectionModel({**stock, "scale": scale}, verbose=False)
-    assert _layer_shapes(ours) == _layer_shapes(twin)  # width scaling, max_channels, layer by layer
+    assert layer_shapes(ours) == layer_shapes(twin)  # width scaling, max_channels, layer by layer
     for a, b in zip(ours.model, twin.model):
         assert isinstance(a, type(b))  # subclasses: Ultralytics' own isinstance checks still apply
         if type(a) is not type(b) and isinstance(getattr(b, "m", None), (torch.nn.ModuleList, torch.nn.Sequential)):
@@ -109,9 +89,8 @@ def test_per_scale_arguments_pick_the_timm_variant():
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["yolov8n-incep-p2.yaml", "yolo11n-incep.yaml"])
 def test_trains_one_epoch_through_the_stock_cli(model, synthetic_data, fresh_env, tmp_path):
-    out = subprocess.run(["yolo", "train", f"model={model}", f"data={synthetic_data}", *TRAIN_ARGS,
-                          f"project={tmp_path}", "name=run"], env=fresh_env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300, check=False)
+    out = run_process(["yolo", "train", f"model={model}", f"data={synthetic_data}", *TRAIN_ARGS,
+                       f"project={tmp_path}", "name=run"], fresh_env, tmp_path)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert (tmp_path / "run" / "weights" / "last.pt").is_file()
     assert re.search(r"yolo_incep\.nn\.blocks\.(C2fIncep|C3k2Incep)", out.stdout + out.stderr)

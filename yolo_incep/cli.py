@@ -53,12 +53,17 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"yolo-incep {name}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"yolo-incep {name}: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
         return 141
+    except OSError as e:  # a file that cannot be read or written (read-only folder, full disk): the user's to fix
+        if e.filename is None:
+            raise
+        print(f"yolo-incep {name}: error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"yolo-incep {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

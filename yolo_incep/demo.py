@@ -72,11 +72,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def check_args(args: argparse.Namespace) -> None:
+    """Refuse what would fail only after the dataset is written and a model trained."""
+    from .errors import InputError
+    from .swap import load_source
+
+    if args.imgsz < 32:
+        raise InputError(f"--imgsz {args.imgsz}: must be at least 32 (the models' largest stride)")
+    if args.epochs < 1:
+        raise InputError(f"--epochs {args.epochs}: must be at least 1")
+    for name in args.models:
+        if Path(name).suffix == ".pt":
+            if not Path(name).is_file():
+                raise InputError(f"--models {name}: no such checkpoint file")
+        else:
+            load_source(name)  # a model YAML file or name, with rows of layers that exist
+
+
 def run(args: argparse.Namespace) -> int:
     from ultralytics import YOLO
 
     from .eval.compare import compare_models, format_table
 
+    check_args(args)
     out = Path(args.out).resolve()
     t0 = time.perf_counter()
     data = make_synthetic_dataset(out / "data", imgsz=args.imgsz, seed=args.seed)

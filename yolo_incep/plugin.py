@@ -2,14 +2,16 @@
 
 Nothing needs to call this by hand: the `yolo_incep.pth` file that the package installs runs
 `yolo_incep._bootstrap` at interpreter start-up, which calls `install` right after Ultralytics imports
-`ultralytics.nn.tasks`. `install()` is idempotent and may also be called explicitly.
+`ultralytics.nn.tasks`. `install()` is idempotent and may also be called explicitly. A model YAML with no row of
+ours is parsed by the stock parser alone, exactly as without the plugin.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
+import math
 import re
-import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -36,9 +38,48 @@ def is_supported(version: str) -> bool:
 
 def layer_classes() -> dict[str, type]:
     """Every layer a model YAML may name, by name."""
-    from . import nn as ynn
-
+    ynn = importlib.import_module("yolo_incep.nn")
     return {name: getattr(ynn, name) for name in ynn.__all__}
+
+
+def model_scale(d: dict) -> str:
+    """The scale Ultralytics builds for a model dict: its `scale`, else the first of `scales`; '' without `scales`."""
+    scales = d.get("scales") or {}
+    return (d.get("scale") or next(iter(scales))) if scales else ""
+
+
+def layer_rows(d: dict, source: str) -> list[list]:
+    """The backbone then head rows of a model dict, each checked to be [from, repeats, module, args]."""
+    rows = []
+    for section in ("backbone", "head"):
+        part = d.get(section)
+        if not isinstance(part, list):
+            raise InputError(f"{source}: no '{section}' list of layer rows: not an Ultralytics model YAML")
+        for row in part:
+            if not (isinstance(row, list) and len(row) == 4 and isinstance(row[2], str) and isinstance(row[3], list)):
+                raise InputError(f"{source}: {section} row {len(rows)}: expected [from, repeats, module, args], "
+                                 f"got {row!r}")
+            rows.append(row)
+    return rows
+
+
+def check_layer_names(d: dict, source: str) -> None:
+    """Check that every row of a model dict names a layer that the parser can resolve, as parse_model resolves it."""
+    import torch
+    import torchvision
+    from ultralytics.nn import tasks
+
+    for i, row in enumerate(layer_rows(d, source)):
+        name = row[2]
+        if name.startswith("nn."):
+            known = isinstance(getattr(torch.nn, name[3:], None), type)
+        elif name.startswith("torchvision.ops."):
+            known = isinstance(getattr(torchvision.ops, name[16:], None), type)
+        else:
+            known = isinstance(tasks.__dict__.get(name), type) or name in layer_classes()
+        if not known:
+            raise InputError(f"{source}: layer row {i}: unknown layer {name!r} (neither Ultralytics nor yolo_incep "
+                             "has it)")
 
 
 def resolve_model_yaml(path):
@@ -53,56 +94,90 @@ def resolve_model_yaml(path):
     return path
 
 
-class _RowDispatch(type):
-    """Metaclass of the stand-ins bound to a stock layer name (and our names) while parse_model runs.
+class _Parse:
+    """One run of parse_model over a model dict with rows of ours: which row it is at, and what each row builds."""
 
-    parse_model decides a row's channel, width and depth handling by the identity of the class its name resolves
-    to. Binding a stand-in to both 'C2f' and 'C2fIncep' makes our rows take exactly the stock C2f path; the stand-in
-    then builds the class the row actually names, found by the row index `i` of the running parse_model.
+    def __init__(self, yaml_file: str, keys: list[str], ours: dict[int, type]):
+        self.yaml_file, self.keys, self.ours = yaml_file, keys, ours
+        self.row: int | None = None  # set by _Cursor while parse_model is at a row
+
+    def changed(self, what: str) -> RuntimeError:
+        """The error for a parse_model whose shape no longer matches what the plugin relies on."""
+        return RuntimeError(f"yolo_incep: {what} in ultralytics {_ultralytics_version()}'s parse_model while "
+                            f"building {self.yaml_file}: its parser changed; yolo_incep supports {SUPPORTED_TEXT}")
+
+
+class _Backbone(list):
+    """The backbone rows handed to parse_model; `backbone + head`, the list it enumerates, is a _Cursor."""
+
+    def __init__(self, rows: list, parse: _Parse):
+        super().__init__(rows)
+        self.parse = parse
+
+    def __add__(self, head: list) -> _Cursor:
+        return _Cursor([*self, *head], self.parse)
+
+
+class _Cursor(list):
+    """All rows of a model dict; iterating them sets `parse.row` to the index of the row being built."""
+
+    def __init__(self, rows: list, parse: _Parse):
+        super().__init__(rows)
+        self.parse = parse
+
+    def __iter__(self):
+        for self.parse.row, row in enumerate(super().__iter__()):
+            yield row
+        self.parse.row = None
+
+
+def _stand_in(key: str, base: type, parse: _Parse) -> type:
+    """A subclass of `base` to bind to the name `key` in ultralytics.nn.tasks while parse_model runs.
+
+    parse_model picks a row's channel, width and depth handling by the identity of the class its name resolves to;
+    our rows are handed to it under the name of the stock block they mirror (`key`), so they get exactly that
+    row's handling. Called, the stand-in builds what the current row names: our class, or the stock one.
     """
 
-    def __call__(cls, *args, **kwargs):
-        frame = sys._getframe(1)
-        while frame is not None and frame.f_code is not cls.parse_code:
-            frame = frame.f_back
-        i = frame.f_locals["i"] if frame is not None else None
-        target = cls.rows.get(i, cls.stock)
-        type.__setattr__(cls, "built", target)
-        if target is cls.stock:
-            return target(*args, **kwargs)
+    def __new__(cls, *args, **kwargs):
+        i = parse.row
+        if i is None or parse.keys[i] != key:
+            raise parse.changed(f"{key} was built outside its own row ({i})")
+        for name in vars(cls).keys() - own:  # class attributes parse_model set through the name (Detect.legacy)
+            setattr(base, name, vars(cls)[name])  # belong to the stock class, as they would without us
+        target = parse.ours.get(i, base)
+        cls.__module__, cls.__qualname__ = target.__module__, target.__qualname__  # parse_model records str(class)
+        if target is base:
+            return base(*args, **kwargs)
         try:
             return target(*args, **kwargs)
         except (TypeError, ValueError, RuntimeError, ZeroDivisionError) as e:
-            name = target.__name__
-            raise InputError(f"{cls.yaml_file}: layer row {i} ({name}): bad arguments {list(args)}: {e}") from e
+            raise InputError(f"{parse.yaml_file}: layer row {i} ({target.__name__}): bad arguments {list(args)}: {e}"
+                             ) from e
 
-    def __repr__(cls):
-        return repr(cls.built)  # parse_model records str(m) as the layer type
-
-    # parse_model also reads and sets class attributes through the name (Conv.default_act, Detect.legacy)
-    def __getattr__(cls, name):
-        return getattr(cls.stock, name)
-
-    def __setattr__(cls, name, value):
-        setattr(cls.stock, name, value)
+    cls = type(f"_{key}Row", (base,), {"__new__": __new__})
+    own = set(vars(cls)) | {"__module__", "__qualname__"}
+    return cls
 
 
-def _stand_in(name: str, stock, rows: dict[int, type], parse_code, yaml_file: str):
-    from torch import nn
-
-    attrs = {"stock": stock, "rows": rows, "built": stock, "parse_code": parse_code, "yaml_file": yaml_file}
-    return _RowDispatch(f"_{name}Row", (nn.Module,), attrs)
+def _layer_scale(d: dict, yaml_file: str, default: float | None) -> float | None:
+    """The model dict's `layer_scale:` as MetaNeXtBlock's ls_init_value (None: no layer scale), `default` if absent."""
+    if "layer_scale" not in d:
+        return default
+    value = d["layer_scale"]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{yaml_file}: layer_scale: expected a number, or null / 0 for no layer scale; got {value!r}")
+    return float(value) or None
 
 
 def _resolve_per_scale_args(d: dict, rows: list, yaml_file: str) -> None:
     """Replace a row argument naming a top-level mapping of scale letters (e.g. `branch_ratio: {n: 0.25, s: 0.125}`)
     by its value at the scale being built, the way Ultralytics replaces `nc` by the class count."""
-    scales = d.get("scales") or {}
-    scale = d.get("scale") or next(iter(scales), "")
+    scale = model_scale(d)
     per_scale = {k: v for k, v in d.items() if k not in {"scales", "backbone", "head"} and isinstance(v, dict)}
     for i, row in enumerate(rows):
-        if len(row) != 4 or not isinstance(row[3], list):
-            continue
         for j, a in enumerate(row[3]):
             if isinstance(a, str) and a in per_scale:
                 if scale not in per_scale[a]:
@@ -110,34 +185,56 @@ def _resolve_per_scale_args(d: dict, rows: list, yaml_file: str) -> None:
                 row[3][j] = per_scale[a][scale]
 
 
+def _parse_ours(tasks: ModuleType, original, d: dict, ch, verbose: bool, rows: list, ours: dict[int, type]):
+    """Run the stock parse_model over a model dict with rows of ours (by index), each given its mirror's treatment."""
+    from torch import nn
+
+    from .nn import MetaNeXtBlock
+
+    yaml_file = d.get("yaml_file", "<model dict>")
+    require_supported(f": refusing to build {yaml_file}, whose rows {sorted(ours)} use yolo_incep layers")
+    _resolve_per_scale_args(d, rows, yaml_file)
+    keys = [getattr(ours[i], "mirror", None) or ours[i].__name__ if i in ours else r[2] for i, r in enumerate(rows)]
+    parse = _Parse(yaml_file, keys, ours)
+    n_backbone = len(d["backbone"])
+    renamed = [[f, n, key, args] for (f, n, _, args), key in zip(rows, keys)]  # the same args lists, as stock
+    parsed = {**d, "backbone": _Backbone(renamed[:n_backbone], parse), "head": renamed[n_backbone:]}
+    with _lock:
+        bindings = {}
+        for i, cls in ours.items():
+            if keys[i] not in bindings:
+                base = getattr(tasks, cls.mirror) if getattr(cls, "mirror", None) else cls
+                bindings[keys[i]] = _stand_in(keys[i], base, parse)
+        saved = {name: tasks.__dict__[name] for name in bindings if name in tasks.__dict__}
+        ls_default = MetaNeXtBlock.ls_init_default
+        MetaNeXtBlock.ls_init_default = _layer_scale(d, yaml_file, ls_default)  # for this parse, as `activation:`
+        tasks.__dict__.update(bindings)
+        try:
+            model, save = original(parsed, ch, verbose)
+        finally:
+            for name in bindings:
+                tasks.__dict__.pop(name)
+            tasks.__dict__.update(saved)
+            MetaNeXtBlock.ls_init_default = ls_default
+    for i, cls in ours.items():  # what each row built: a parser that walks rows differently must not go unnoticed
+        built = model[i] if isinstance(model[i], cls) or type(model[i]) is not nn.Sequential else model[i][0]
+        if not isinstance(built, cls):
+            raise parse.changed(f"row {i} built {type(built).__name__}, not {cls.__name__},")
+    return model, save
+
+
 def _wrap_parse_model(tasks: ModuleType, original):
     @functools.wraps(original)
     def parse_model(d, ch, verbose=True):
+        try:
+            rows = layer_rows(d, d.get("yaml_file", "<model dict>"))
+        except InputError:  # not a well-formed model dict: the stock parser reports it as it always has
+            return original(d, ch, verbose)
         layers = layer_classes()
-        rows = list(d.get("backbone", [])) + list(d.get("head", []))
-        ours = {i: layers[r[2]] for i, r in enumerate(rows) if len(r) == 4 and isinstance(r[2], str) and r[2] in layers}
-        yaml_file = d.get("yaml_file", "<model dict>")
-        _resolve_per_scale_args(d, rows, yaml_file)
-        if ours:
-            require_supported(f": refusing to build {yaml_file}, whose rows {sorted(ours)} use yolo_incep layers")
-        with _lock:
-            bindings = {}
-            for name, cls in layers.items():
-                mirror = getattr(cls, "mirror", None)
-                key = mirror or name
-                if key not in bindings:
-                    mine = {i: c for i, c in ours.items() if (getattr(c, "mirror", None) or c.__name__) == key}
-                    stock = getattr(tasks, mirror) if mirror else None
-                    bindings[key] = _stand_in(key, stock, mine, original.__code__, yaml_file)
-                bindings[name] = bindings[key]
-            saved = {name: tasks.__dict__[name] for name in bindings if name in tasks.__dict__}
-            tasks.__dict__.update(bindings)
-            try:
-                return original(d, ch, verbose)
-            finally:
-                for name in bindings:
-                    tasks.__dict__.pop(name)
-                tasks.__dict__.update(saved)
+        ours = {i: layers[r[2]] for i, r in enumerate(rows) if r[2] in layers}
+        if not ours:
+            return original(d, ch, verbose)
+        return _parse_ours(tasks, original, d, ch, verbose, rows, ours)
 
     parse_model.__wrapped_by_yolo_incep__ = True
     return parse_model
@@ -154,8 +251,10 @@ def _wrap_yaml_model_load(original):
 def _wrap_fuse(original):
     @functools.wraps(original)
     def fuse(self, *args, **kwargs):
-        for m in list(self.modules()):  # fold our blocks first; Ultralytics then fuses its own Conv+BN pairs
-            if type(m).__module__.startswith("yolo_incep.") and callable(getattr(m, "fuse", None)):
+        from .nn import MetaNeXtBlock
+
+        for m in self.modules():  # fold our blocks first; Ultralytics then fuses its own Conv+BN pairs
+            if isinstance(m, MetaNeXtBlock):
                 m.fuse()
         return original(self, *args, **kwargs)
 
@@ -179,24 +278,9 @@ def install(tasks: ModuleType | None = None) -> None:
     tasks.yaml_model_load = _wrap_yaml_model_load(tasks.yaml_model_load)
     tasks.BaseModel.fuse = _wrap_fuse(tasks.BaseModel.fuse)
     install_train_metric()  # opt-in by $YOLO_INCEP_AP_SMALL: nothing happens unless it is set
-    ynn = sys.modules.get("yolo_incep.nn")
-    if ynn is None or hasattr(ynn, "__all__"):  # else yolo_incep.nn is importing us: it registers when complete
-        register_layers()
-
-
-def register_layers() -> None:
-    """Make our layer names resolvable in ultralytics.nn.tasks and loadable under ULTRALYTICS_SAFE_LOAD=1."""
-    tasks = sys.modules.get("ultralytics.nn.tasks")
-    if tasks is None:  # install() registers once Ultralytics' parser is imported
-        return
-    layers = layer_classes()
-    tasks.__dict__.update(layers)  # names resolve outside parse_model too
-
-    import torch
-    from torchvision.ops import StochasticDepth
-
-    # safe loading unpickles with weights_only=True: our classes must be on torch's allow-list before any load
-    torch.serialization.add_safe_globals([*layers.values(), StochasticDepth])
+    # Our layers put themselves on torch's safe-load allow-list when imported; checkpoints may be loaded next. When
+    # yolo_incep.nn is itself importing Ultralytics (and so us), this returns it half-imported and it finishes later.
+    importlib.import_module("yolo_incep.nn")
 
 
 def require_supported(context: str = "") -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from .data.common import atomic_write_bytes
-from .errors import InputError
+from .errors import InputError, one_line, refuse_overwriting_input
 
 SECTIONS = {"backbone": ("backbone",), "neck": ("head",), "all": ("backbone", "head")}  # Ultralytics' head = neck
 # Stock blocks with inner bottlenecks or attention that have no Inception counterpart (yet): reported, kept.
@@ -53,26 +53,31 @@ class SwapResult:
 
 def swap_dict(d: dict, where: str = "all", source: str = "<model dict>") -> SwapResult:
     """Return a copy of model dict `d` with convertible rows of the chosen sections replaced."""
+    from .plugin import layer_rows
+
     if where not in SECTIONS:
         raise InputError(f"--where {where!r}: choose one of {', '.join(SECTIONS)}")
     table = counterparts()
     result = SwapResult(copy.deepcopy(d))
-    i = 0
-    for section in ("backbone", "head"):
-        rows = result.model.get(section)
-        if not isinstance(rows, list):
-            raise InputError(f"{source}: no '{section}' list of layer rows: not an Ultralytics model YAML")
-        for row in rows:
-            if not (isinstance(row, list) and len(row) == 4 and isinstance(row[2], str)):
-                raise InputError(f"{source}: {section} row {i}: expected [from, repeats, module, args], got {row!r}")
-            if section in SECTIONS[where]:
-                if row[2] in table:
-                    result.converted.append((i, row[2], table[row[2]]))
-                    row[2] = table[row[2]]
-                elif row[2] in NO_COUNTERPART:
-                    result.unconvertible.append((i, row[2]))
-            i += 1
+    rows = layer_rows(result.model, source)
+    n_backbone = len(result.model["backbone"])
+    for i, row in enumerate(rows):
+        if ("backbone" if i < n_backbone else "head") in SECTIONS[where]:
+            if row[2] in table:
+                result.converted.append((i, row[2], table[row[2]]))
+                row[2] = table[row[2]]
+            elif row[2] in NO_COUNTERPART:
+                result.unconvertible.append((i, row[2]))
     return result
+
+
+def stock_twin(d: dict) -> dict:
+    """A copy of model dict `d` with every Inception block row put back to the stock block it mirrors."""
+    ours = {v: k for k, v in counterparts().items()}
+    twin = copy.deepcopy(d)
+    for row in twin["backbone"] + twin["head"]:
+        row[2] = ours.get(row[2], row[2])
+    return twin
 
 
 def scale_first(d: dict, scale: str) -> dict:
@@ -107,19 +112,26 @@ def dump(d: dict, header: list[str], notes: dict[int, str]) -> str:
 
 
 def load_source(src: str) -> tuple[dict, str, str]:
-    """Model dict, scale letter and resolved path of a YAML name or path, looked up as Ultralytics does."""
+    """Model dict, scale letter and resolved path of a YAML name or path, looked up as Ultralytics does; the dict's
+    rows are checked to be rows of layers that Ultralytics or yolo_incep knows."""
     from ultralytics.nn.tasks import yaml_model_load
 
+    from .plugin import check_layer_names, model_scale
+
+    if Path(src).suffix not in {".yaml", ".yml"}:
+        raise InputError(f"{src}: not a model YAML (expected a .yaml or .yml file or name)")
     try:
         d = yaml_model_load(src)
     except FileNotFoundError as e:
         raise InputError(f"{src}: no such model YAML (neither a file nor an Ultralytics / yolo-incep name)") from e
-    except yaml.YAMLError as e:
-        raise InputError(f"{src}: not valid YAML: {e}") from e
+    except (ValueError, yaml.YAMLError) as e:  # Ultralytics' reasons: not YAML, not a mapping
+        raise InputError(f"{src}: not a model YAML ({one_line(e)})") from e
     if not isinstance(d, dict):
         raise InputError(f"{src}: not a model YAML (top level is not a mapping)")
-    first = next(iter(d.get("scales") or {}), "")  # what Ultralytics builds for a name without a scale letter
-    return d, d.pop("scale", "") or first, d.pop("yaml_file", src)
+    resolved, scale = d.pop("yaml_file", src), model_scale(d)
+    d.pop("scale", None)  # from the file name; the output's scale comes from its own name (see the module text)
+    check_layer_names(d, src)
+    return d, scale, resolved
 
 
 def build_stats(d: dict, scale: str) -> tuple[int, float]:
@@ -142,6 +154,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Convert, check that the result builds, write it atomically, print rows and params/GFLOPs before and after."""
     d, scale, resolved = load_source(args.source)
+    refuse_overwriting_input(args.output, resolved)
     result = swap_dict(d, args.where, args.source)
     for i, name in result.unconvertible:
         print(f"not converted: row {i} {name} (no Inception counterpart)")

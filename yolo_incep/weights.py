@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from .data.common import atomic_path
-from .errors import InputError
+from .errors import InputError, one_line, refuse_overwriting_input
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what timm's inception_next was trained on; YOLO feeds RGB in [0, 1]
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -49,6 +50,32 @@ class LoadReport:
         return "\n".join(lines)
 
 
+def _unreadable(path: Path, e: Exception) -> InputError:
+    """Say what a file that torch cannot load as plain tensors is, as far as that can be told."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return InputError(f"{path}: empty file, not a checkpoint")
+    if b"\0" not in head:
+        try:
+            head.decode("utf-8")
+            return InputError(f"{path}: a text file, not a PyTorch/safetensors checkpoint")
+        except UnicodeDecodeError:
+            pass
+    if zipfile.is_zipfile(path):
+        try:
+            classes = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:  # noqa: BLE001 - a damaged archive: the load error below says so
+            classes = []
+        if any(c.startswith("ultralytics.") for c in classes):
+            return InputError(f"{path}: an Ultralytics model checkpoint, not InceptionNeXt ImageNet weights (give it "
+                              "as the model argument; the weights argument takes a timm / official state dict)")
+        if classes:
+            return InputError(f"{path}: holds objects other than tensors ({', '.join(classes[:3])}"
+                              f"{' ...' if len(classes) > 3 else ''}), not a state dict")
+    return InputError(f"{path}: not a readable PyTorch/safetensors checkpoint ({one_line(e)})")
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a checkpoint file (.pth/.pt/.bin or .safetensors), unwrapped and with timm's canonical names."""
     path = Path(path)
@@ -62,7 +89,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file is the user's input at fault
-        raise InputError(f"{path}: not a readable PyTorch/safetensors checkpoint: {e}") from e
+        raise _unreadable(path, e) from e
     while isinstance(sd, dict) and not any(isinstance(v, torch.Tensor) for v in sd.values()):
         inner = next((sd[k] for k in _WRAPPERS if isinstance(sd.get(k), dict)), None)
         if inner is None:
@@ -110,8 +137,9 @@ def load_backbone_weights(model, path: str | Path, fold_imagenet_norm: bool = Tr
     from ultralytics.engine.model import Model
 
     net = model.model if isinstance(model, Model) else model  # YOLO wraps a DetectionModel
-    if not isinstance(net, nn.Module):
-        raise InputError(f"expected a YOLO or DetectionModel, got {type(model).__name__}")
+    if not isinstance(net, nn.Module):  # YOLO("x.txt") keeps the path as its model
+        raise InputError(f"expected a YOLO or DetectionModel built from a model YAML or .pt, got {model!r} holding "
+                         f"{net!r}")
     prefixes = backbone_prefixes(net)
     own = net.state_dict()
     report, update = LoadReport(), {}
@@ -129,7 +157,9 @@ def load_backbone_weights(model, path: str | Path, fold_imagenet_norm: bool = Tr
             update[target] = value
             report.matched.append(target)
     if not any(v.is_floating_point() and v.ndim for v in update.values()):  # BN step counters alone are no match
-        raise InputError(f"{path}: no tensor matches the model's InceptionNeXt backbone ({report})")
+        counters = f", only {len(report.matched)} BatchNorm step counters" if report.matched else ""
+        raise InputError(f"{path}: no weight of the model's InceptionNeXt backbone is in this checkpoint{counters} "
+                         f"({' '.join(str(report).split())})")
     targets = tuple(prefixes.values())
     report.missing = [k for k in own if k.startswith(targets) and k not in update]
     net.load_state_dict(update, strict=False)
@@ -155,17 +185,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep the stem as in the checkpoint (inputs must then be ImageNet-normalised)")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Build the model, load the backbone, print the report and save a checkpoint `yolo train model=` accepts."""
+def _load_model(name: str):
+    """The YOLO a model argument names: a model YAML (checked as `swap` checks it) or an Ultralytics checkpoint."""
     from ultralytics import YOLO
 
+    suffix = Path(name).suffix
+    if suffix in {".yaml", ".yml"}:
+        from .swap import load_source
+
+        load_source(name)
+        return YOLO(name, task="detect")
+    if suffix != ".pt":
+        raise InputError(f"model {name}: expected a model YAML (.yaml) or an Ultralytics checkpoint (.pt)")
+    if not Path(name).is_file():
+        raise InputError(f"model {name}: no such checkpoint file")
+    try:
+        return YOLO(name, task="detect")
+    except Exception as e:  # Ultralytics' own reasons a checkpoint does not load, often several lines long
+        raise InputError(f"model {name}: not a loadable Ultralytics checkpoint ({one_line(e)})") from e
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the model, load the backbone, print the report and save a checkpoint `yolo train model=` accepts."""
     out = Path(args.output)
     if out.suffix != ".pt":
         raise InputError(f"--output {out}: must end in .pt (an Ultralytics checkpoint)")
-    try:
-        yolo = YOLO(args.model, task="detect")
-    except FileNotFoundError as e:
-        raise InputError(f"model {args.model}: {e}") from e
+    refuse_overwriting_input(out, args.weights, args.model)
+    yolo = _load_model(args.model)
     report = load_backbone_weights(yolo, args.weights, fold_imagenet_norm=not args.no_fold_norm)
     print(f"{args.weights} -> {args.model}: {report}")
     with atomic_path(out) as tmp:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import filecmp
+import glob
+import math
 import os
 import re
 import shutil
@@ -31,6 +33,8 @@ def _umask() -> int:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temp path beside `path` to write; it replaces `path` on success and is removed on any failure (Ctrl-C too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed earlier write of `path`
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

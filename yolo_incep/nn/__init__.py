@@ -1,5 +1,8 @@
 """InceptionNeXt layers, the YOLO blocks built from them, and the InceptionNeXt backbone rows."""
 
+import torch
+from torchvision.ops import StochasticDepth
+
 from .backbone import InceptionNeXtStage, InceptionNeXtStem
 from .blocks import C2fIncep, C3Incep, C3k2Incep, ELAN1Incep, RepNCSPELAN4Incep
 from .layers import ConvMlp, InceptionDWConv2d, MetaNeXtBlock
@@ -17,7 +20,6 @@ __all__ = (
     "RepNCSPELAN4Incep",
 )
 
-# Importing this package can import Ultralytics' parser, whose plugin install skips registering a half-imported us.
-from ..plugin import register_layers  # noqa: E402
-
-register_layers()
+# Checkpoints holding our layers load with weights_only=True (ULTRALYTICS_SAFE_LOAD=1) once this package is imported;
+# the plugin imports it as soon as Ultralytics imports its model parser, before any checkpoint can be read.
+torch.serialization.add_safe_globals([*(globals()[name] for name in __all__), StochasticDepth])

@@ -68,22 +68,35 @@ class ConvMlp(nn.Module):
 class MetaNeXtBlock(nn.Module):
     """MetaNeXt block: x + DropPath(gamma * Mlp(BN(mixer(x)))); `fuse()` folds BN and gamma into the MLP."""
 
+    # Layer scale of blocks built without `ls_init_value` (None: no layer scale). A model YAML's `layer_scale:` key
+    # replaces it while that YAML's rows are built, as `activation:` replaces Conv.default_act.
+    ls_init_default: float | None = 1e-6
+
     def __init__(
         self,
         dim: int,
         mlp_ratio: float = 4,
-        ls_init_value: float | None = 1e-6,
+        ls_init_value: float | None = ...,  # ... (not given): ls_init_default
         drop_path: float = 0.0,
         square_kernel_size: int = 3,
         band_kernel_size: int = 11,
         branch_ratio: float = 0.125,
     ):
         super().__init__()
+        ls_init_value = self.ls_init_default if ls_init_value is ... else ls_init_value
         self.token_mixer = InceptionDWConv2d(dim, square_kernel_size, band_kernel_size, branch_ratio)
         self.norm = nn.BatchNorm2d(dim)
         self.mlp = ConvMlp(dim, int(mlp_ratio * dim))
         self.gamma = nn.Parameter(torch.full((dim,), float(ls_init_value))) if ls_init_value else None
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual MetaNeXt update."""
+        shortcut = x
+        x = self.mlp(self.norm(self.token_mixer(x)))
+        if self.gamma is not None:
+            x = x * self.gamma.view(1, -1, 1, 1)
+        return self.drop_path(x) + shortcut
 
     @property
     def fused(self) -> bool:
@@ -92,7 +105,8 @@ class MetaNeXtBlock(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> MetaNeXtBlock:
-        """Fold BatchNorm (running statistics) into mlp.fc1 and gamma into mlp.fc2, in place; idempotent and exact."""
+        """Fold BatchNorm (running statistics) into mlp.fc1 and gamma into mlp.fc2, in place, and switch to
+        `forward_fuse`; idempotent and exact."""
         if self.fused:
             return self
         fc1, fc2, bn = self.mlp.fc1, self.mlp.fc2, self.norm
@@ -104,22 +118,16 @@ class MetaNeXtBlock(nn.Module):
             fc2.bias.mul_(self.gamma)
             self.gamma = None
         self.norm = nn.Identity()
+        self.forward = self.forward_fuse  # as Ultralytics' fuse() switches Conv to Conv.forward_fuse
         return self
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Residual MetaNeXt update."""
+    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
+        """Residual update of a fused block; on CPU, large inputs run the MLP tile by tile to keep it in cache."""
         y = self.token_mixer(x)
-        if self.fused and x.device.type == "cpu" and x.is_contiguous() and not self._tracks_graph():
-            if x.shape[2] * x.shape[3] * self.mlp.fc1.out_channels >= _TILE_MIN_HIDDEN_FLOATS:  # per image
-                return self._tiled_mlp_residual(x, y)
-        y = self.mlp(self.norm(y))
-        if self.gamma is not None:
-            y = y * self.gamma.view(1, -1, 1, 1)
-        return x + self.drop_path(y)
-
-    def _tracks_graph(self) -> bool:
-        """Whether this call trains, records gradients or is traced for export: plain ops only then."""
-        return self.training or torch.is_grad_enabled() or _exporting()
+        hidden = x.shape[2] * x.shape[3] * self.mlp.fc1.out_channels  # per image
+        if x.device.type == "cpu" and x.is_contiguous() and hidden >= _TILE_MIN_HIDDEN_FLOATS and not _exporting():
+            return self._tiled_mlp_residual(x, y)
+        return x + self.mlp(y)  # also what a trace or export records: plain ops
 
     def _tiled_mlp_residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """x + Mlp(y) for channels-first x, per image and pixel tile so that the hidden activation stays in cache."""
