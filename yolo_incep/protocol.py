@@ -53,18 +53,18 @@ GRIDS["gpu"] = GRIDS["cpu"]
 
 @contextlib.contextmanager
 def layer_scale(value: float | None | str):
-    """Build MetaNeXt blocks with this layer-scale init while the context is open."""
+    """Build MetaNeXt blocks with this layer-scale init (None: none) while the context is open."""
     from .nn.layers import MetaNeXtBlock
 
     if value == "default":
         yield
         return
-    defaults = MetaNeXtBlock.__init__.__defaults__
-    MetaNeXtBlock.__init__.__defaults__ = (defaults[0], value or None, *defaults[2:])
+    default = MetaNeXtBlock.ls_init_default
+    MetaNeXtBlock.ls_init_default = value
     try:
         yield
     finally:
-        MetaNeXtBlock.__init__.__defaults__ = defaults
+        MetaNeXtBlock.ls_init_default = default
 
 
 def _exempt_gamma(trainer) -> None:
