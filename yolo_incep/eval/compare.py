@@ -82,8 +82,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
             if slice_size:
                 _log(verbose, f"{row_name}: sliced inference, {slice_size}px slices")
                 name = f"{row_name}+slice{slice_size}"
-                runs[name], lat[name] = predict_sliced(yolo, images, imgsz, device, conf, slice_size,
-                                                       slice_overlap)
+                runs[name], lat[name] = predict_sliced(yolo, images, device, conf, slice_size, slice_overlap)
             for name, dets in runs.items():
                 kept = coco.drop_ignored(dets, gt)
                 evals = [coco.run_cocoeval(gt, kept, b) for b in coco.available_backends()]
