@@ -35,8 +35,12 @@ class DetectIncep(Detect):
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool = False, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, reg_max, end2end, ch)
-        # hidden width: the input's, capped at the stock box branch width (64 at every YOLO scale for reg_max 16)
-        c_ = [max(16, min(x, max(16, ch[0] // 4, 4 * self.reg_max))) for x in ch]
+        # one hidden width for both branches: the input's, capped at the stock box branch width (64 for reg_max 16;
+        # the stock class branch is wider, max(ch[0], nc)), as at P2 every channel spans 160x160 px at 640
+        c2 = max(16, ch[0] // 4, 4 * self.reg_max)
+        c_ = [min(x, c2) for x in ch]
+        # branch_ratio 1/4: the head has no MLP after the mixer, so 3/4 of the channels get spatial context (the
+        # backbone's 1/8 leaves 5/8 as identity)
         self.stem = nn.ModuleList(
             nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
             for x, c in zip(ch, c_)
