@@ -78,7 +78,9 @@ def test_end2end_head_trains_both_branches_and_fuse_keeps_the_one_to_one():
     assert preds["one2one"]["boxes"].shape == (2, 64, 16 * 16 + 8 * 8) and preds["one2one"]["scores"].shape[1] == 3
     sum(p["boxes"].sum() + p["scores"].sum() for p in preds.values()).backward()
     assert head.stem[0][1].conv.weight.grad is not None and head.one2one_stem[0][1].conv.weight.grad is not None
-    head.eval().end2end = True
+    head.eval()
+    if Detect.end2end.fset is not None:  # later 8.4 releases let inference pick the head; 8.4.0 always takes one2one
+        head.end2end = True
     with torch.no_grad():
         expected = head(x)[0]
     head.fuse()

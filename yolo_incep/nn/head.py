@@ -59,6 +59,14 @@ class DetectIncep(Detect):
         """Depthwise 3x3 conv (BN, SiLU), then the output projection."""
         return nn.Sequential(DWConv(c, c, 3), nn.Conv2d(c, c2, 1))
 
+    def fuse(self) -> None:
+        """Drop the branch inference does not use; without a one-to-one head there is none (Ultralytics 8.4.0's
+        Detect.fuse would drop the only one, and the plugin fuses every yolo_incep module)."""
+        if getattr(self, "one2one_cv2", None) is not None:
+            super().fuse()
+            if self.cv2 is None:  # 8.4.0 drops cv2/cv3 by name only
+                self.stem = None
+
     @property
     def one2many(self):
         """Box, class and stem modules of the one-to-many head."""
