@@ -3,8 +3,9 @@
 Every model's layers are timed by forward hooks during whole-model calls; models alternate within each repetition
 (A B C A B C ...), so load from other processes hits them alike, and each group's figure is the median over
 repetitions of its per-call sum. Groups are `backbone/P<k>`, `neck/P<k>` (by the stride of the layer's output),
-`head/P<k>` (the Detect head's modules for that stride: box and class branches, stems) and `head/decode` (the rest of the
-head: DFL, anchors, sigmoid). Usage: python scripts/bench_layer_cost.py [--models A.yaml B.yaml] [--out FILE]
+`head/P<k>` (the Detect head's modules for that stride: box and class branches, stems) and `head/decode` (the rest
+of the head: concatenation, DFL, box decoding, sigmoid). On a shared machine run with OMP_WAIT_POLICY=PASSIVE (see
+bench_models.py). Usage: python scripts/bench_layer_cost.py [--models A.yaml B.yaml] [--out FILE]
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import build, write_json  # noqa: E402
 
-MODELS = ["yolov8n.yaml", "yolov8n-p2.yaml", "yolov8n-incep.yaml", "yolov8n-incep-p2.yaml"]
+MODELS = ["yolov8n.yaml", "yolov8n-p2.yaml", "yolov8n-incep-p2-stockhead.yaml", "yolov8n-incep-p2.yaml",
+          "yolov8n-incep-lighthead.yaml"]  # baseline first; the README table
 
 
 class LayerClock:
@@ -39,7 +41,7 @@ class LayerClock:
         n_backbone = len(model.yaml["backbone"])
         for i, layer in enumerate(model.model):
             if isinstance(layer, Detect):
-                self._watch(layer, lambda out: "head/decode")  # minus its branches, see group_times
+                self._watch(layer, lambda out: "head/decode")  # minus its per-stride modules, see take()
                 per_level = [c for c in layer.children() if isinstance(c, nn.ModuleList) and len(c) == layer.nl]
                 for level, s in enumerate(layer.stride.tolist()):
                     for branches in per_level:  # cv2, cv3 and whatever else a head keeps per stride

@@ -94,8 +94,8 @@ def test_training_loss_and_stock_weight_transfer():
 
     model = DetectionModel("yolov8n-incep-p2.yaml", verbose=False)
     model.args = get_cfg()
-    batch = {"img": torch.rand(2, 3, 64, 64), "batch_idx": torch.tensor([0.0, 1.0]), "cls": torch.tensor([[1.0], [2.0]]),
-             "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.4, 0.1, 0.1]])}
+    batch = {"img": torch.rand(2, 3, 64, 64), "batch_idx": torch.tensor([0.0, 1.0]),
+             "cls": torch.tensor([[1.0], [2.0]]), "bboxes": torch.tensor([[0.5, 0.5, 0.2, 0.2], [0.3, 0.4, 0.1, 0.1]])}
     loss, _ = model.loss(batch)
     loss.sum().backward()
     assert torch.isfinite(loss).all() and model.model[-1].stem[0][1].conv.weight.grad.abs().sum() > 0
