@@ -1,7 +1,7 @@
 """Detection head whose box and class branches are Inception depthwise + pointwise convs instead of dense 3x3 convs.
 
-Dense 3x3 convs of 64-80 channels made the stock Detect head most of a P2 model's CPU time (the stride-4 branch runs
-over 160x160 px at 640): scripts/bench_layer_cost.py, README. Here every stride shares one Inception depthwise
+Dense 3x3 convs of 64-80 channels made the stock Detect head about half of yolov8n-p2's CPU time, most of it in the
+stride-4 branch, which runs over 160x160 px at 640 (scripts/bench_layer_cost.py, README). Here every stride shares one Inception depthwise
 stem between its box and class branches, each branch is one depthwise-separable conv, and all of them are at most
 as wide as the stock box branch.
 """
@@ -19,7 +19,7 @@ from .layers import InceptionDWConv2d
 
 
 class MatmulDFL(DFL):
-    """DFL as a softmax over contiguous bins and a matmul with the bin values: same state dict, 5x faster on CPU."""
+    """DFL as a softmax over contiguous bins and a matmul with the bin values: same state dict, ~5x faster on CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Decode distributions (B, 4 * c1, A) into expected box distances (B, 4, A)."""
@@ -60,8 +60,8 @@ class DetectIncep(Detect):
         return nn.Sequential(DWConv(c, c, 3), nn.Conv2d(c, c2, 1))
 
     def fuse(self) -> None:
-        """Drop the branch inference does not use; without a one-to-one head there is none (Ultralytics 8.4.0's
-        Detect.fuse would drop the only one, and the plugin fuses every yolo_incep module)."""
+        """Drop the branch that inference does not use, if there is a one-to-one head."""
+        # the plugin fuses every yolo_incep module, and Ultralytics 8.4.0's Detect.fuse drops cv2/cv3 unconditionally
         if getattr(self, "one2one_cv2", None) is not None:
             super().fuse()
             if self.cv2 is None:  # 8.4.0 drops cv2/cv3 by name only
@@ -85,4 +85,4 @@ class DetectIncep(Detect):
         if stem is None:  # the branch removed by fuse()
             return {}
         preds = super().forward_head([stem[i](x[i]) for i in range(self.nl)], box_head, cls_head)
-        return {**preds, "feats": x} if preds else preds
+        return {**preds, "feats": x} if preds else preds  # feats: the neck's maps, as stock (anchors from shapes)
