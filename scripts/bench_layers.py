@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,40 +17,13 @@ import torch
 from torch import nn
 
 from yolo_incep.data.common import atomic_write_bytes
+from yolo_incep.timing import interleaved_medians
 
 # (model, stage stride) -> (channels of the inner blocks, side at 640); yolov8 widths 0.25 (n) and 0.5 (s)
 STAGES = {
     "yolov8n": {4: (16, 160), 8: (32, 80), 16: (64, 40), 32: (128, 20)},
     "yolov8s": {4: (32, 160), 8: (64, 80), 16: (128, 40), 32: (256, 20)},
 }
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued GPU work so that wall time covers it."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each function, timed in turn within every repetition after a warm-up."""
-    inner = {}
-    for name, fn in fns.items():  # warm up, then pick a call count that makes one sample last >= 20 ms
-        fn(), fn()
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        inner[name] = max(1, min(50, int(0.02 / max(time.perf_counter() - start, 1e-6))))
-    samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(inner[name]):
-                fn()
-            sync(device)
-            samples[name].append((time.perf_counter() - start) / inner[name])
-    return {name: statistics.median(s) for name, s in samples.items()}
 
 
 def forward_fn(module: nn.Module, x: torch.Tensor) -> Callable[[], object]:

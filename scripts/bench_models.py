@@ -1,27 +1,36 @@
-"""Benchmark stock YOLO models against their Inception versions: params, GFLOPs, fused latency, train step; JSON.
+"""Benchmark stock YOLO models against their Inception versions: params, GFLOPs, fused latency in PyTorch and ONNX
+Runtime, train step; JSON.
 
 Each pair is timed interleaved (stock, incep, stock, incep, ...) and compared by ratios of medians from the same run.
-A model YAML that does not exist (yet) is reported under "skipped". Usage: python scripts/bench_models.py [--out FILE]
+A model YAML that does not exist (yet) is reported under "skipped". On a machine shared with other work, run with
+OMP_WAIT_POLICY=PASSIVE (ONNX Runtime then stops spinning too): spinning threads that wait for a descheduled peer
+make every small op slow and ratios meaningless. Usage: python scripts/bench_models.py [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_layers import interleaved_medians, write_json  # noqa: E402
+from bench_layers import write_json  # noqa: E402
 from yolo_incep.eval.compare import model_cost  # noqa: E402
+from yolo_incep.timing import interleaved_medians  # noqa: E402
 
 PAIRS = [
     ("yolov8n.yaml", "yolov8n-incep.yaml"),
+    ("yolov8n.yaml", "yolov8n-incep-lighthead.yaml"),
     ("yolo11n.yaml", "yolo11n-incep.yaml"),
     ("yolov8n-p2.yaml", "yolov8n-incep-p2.yaml"),
+    ("yolov8n.yaml", "yolov8n-incep-p2.yaml"),  # issue 10's target: a P2 model at most 1.3x a plain yolov8n
+    ("yolo11n.yaml", "yolo11n-incep-p2.yaml"),
 ]
 
 
@@ -43,6 +52,29 @@ def latency_fn(model, imgsz: int, device: torch.device):
             return model(x)
 
     return run
+
+
+def onnx_latency_fn(model, imgsz: int, threads: int, folder: Path):
+    """Batch-1 inference in ONNX Runtime (CPU provider) of the fused model, exported as `yolo export` prepares it."""
+    import onnxruntime as ort
+    from ultralytics.nn.modules import Detect
+    from ultralytics.utils.export.engine import torch2onnx
+
+    model = copy.deepcopy(model).fuse(verbose=False).eval()
+    for m in model.modules():
+        if isinstance(m, Detect):  # the exporter's settings: decoded (1, 4 + nc, anchors) output, static shapes
+            m.export, m.format, m.dynamic = True, "onnx", False
+    x = torch.randn(1, 3, imgsz, imgsz)
+    path = folder / f"{len(list(folder.iterdir()))}.onnx"
+    with torch.no_grad():
+        torch2onnx(model, x, path, opset=17)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: x.numpy()}
+    return lambda: session.run(None, feed)
 
 
 def train_step_fn(model, batch: int, imgsz: int, device: torch.device):
@@ -80,15 +112,20 @@ def bench_pair(stock_name: str, incep_name: str, args: argparse.Namespace, devic
     """Static figures and interleaved timings of one stock/Inception pair."""
     models = {stock_name: build(stock_name), incep_name: build(incep_name)}
     row: dict[str, object] = {name: describe(m) for name, m in models.items()}
-    lat = interleaved_medians({k: latency_fn(m, args.imgsz, device) for k, m in models.items()}, args.reps, device)
-    train = interleaved_medians(
-        {k: train_step_fn(m, args.train_batch, args.train_imgsz, device) for k, m in models.items()},
-        args.train_reps, device)
-    for name in models:
-        row[name].update(latency_ms=round(lat[name] * 1e3, 2), train_step_ms=round(train[name] * 1e3, 1))
+    timings = {"latency_ms": {k: latency_fn(m, args.imgsz, device) for k, m in models.items()}}
+    if args.onnx:
+        with tempfile.TemporaryDirectory() as folder:
+            timings["onnxruntime_ms"] = {k: onnx_latency_fn(m, args.imgsz, args.threads, Path(folder))
+                                         for k, m in models.items()}
+    if args.train_reps:
+        timings["train_step_ms"] = {k: train_step_fn(m, args.train_batch, args.train_imgsz, device)
+                                    for k, m in models.items()}
+    for key, fns in timings.items():
+        med = interleaved_medians(fns, args.train_reps if key == "train_step_ms" else args.reps, device)
+        for name in models:
+            row[name][key] = round(med[name] * 1e3, 2)
     stock, incep = row[stock_name], row[incep_name]
-    row["incep_over_stock"] = {k: round(incep[k] / stock[k], 3) for k in ("params", "gflops_640", "latency_ms",
-                                                                           "train_step_ms")}
+    row["incep_over_stock"] = {k: round(incep[k] / stock[k], 3) for k in ("params", "gflops_640", *timings)}
     return row
 
 
@@ -114,12 +151,15 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "torch": torch.__version__,
         "latency": {"imgsz": args.imgsz, "batch": 1, "reps": args.reps},
         "train_step": {"imgsz": args.train_imgsz, "batch": args.train_batch, "reps": args.train_reps},
         "note": "medians of interleaved repetitions (stock and Inception alternate, so load from other processes on "
                 "shared cores hits both alike); incep_over_stock: ratios of figures from this run (< 1: Inception "
-                "lower). Latency: fused eval model, inference_mode. Train step: forward, loss, backward, SGD step.",
+                "lower). latency_ms: PyTorch, fused eval model, inference_mode. onnxruntime_ms: the fused model "
+                "exported to ONNX (opset 17), CPU provider, same thread count. Train step: forward, loss, backward, "
+                "SGD step.",
         "results": results,
         "skipped": skipped,
     }
@@ -134,7 +174,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=15, help="latency repetitions per model")
     parser.add_argument("--train-imgsz", type=int, default=640)
     parser.add_argument("--train-batch", type=int, default=8)
-    parser.add_argument("--train-reps", type=int, default=3)
+    parser.add_argument("--train-reps", type=int, default=3, help="0: no train-step timing")
+    parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX Runtime timing")
     parser.add_argument("--pairs", nargs=2, action="append", metavar=("STOCK", "INCEP"),
                         help="a stock and an Inception model YAML (repeatable); default: the yolov8n/yolo11n/P2 pairs")
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")

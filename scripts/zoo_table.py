@@ -1,7 +1,8 @@
 """Print the README's model-zoo table: every model_yamls/ YAML at its smallest scale beside its stock counterpart.
 
-The counterpart is the same YAML with each Inception block row put back to the stock block it mirrors (for
-yolov8-inceptionnext, whose backbone has no stock twin: yolov8n). Params and GFLOPs at 640, as Ultralytics counts.
+The counterpart is the same YAML with each Inception block row put back to the stock block it mirrors, except for
+YAMLs that differ from a stock file in more than block rows (the InceptionNeXt backbone, the DetectIncep head):
+those face that stock file. Params and GFLOPs at 640, as Ultralytics counts.
 Usage: python scripts/zoo_table.py
 """
 
@@ -13,9 +14,10 @@ from yolo_incep.plugin import MODEL_YAMLS, model_scale
 from yolo_incep.swap import build_stats, stock_twin
 
 STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
-    "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n", "yolov8-incep-p2": "yolov8n-p2", "yolov9t-incep": "yolov9t",
-    "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n", "yolov8-inceptionnext": "yolov8n",
+    "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n", "yolov8-incep-p2-stockhead": "yolov8n-p2",
+    "yolov9t-incep": "yolov9t", "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n",
 }
+STOCK_FILES = {"yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2"}
 
 
 def main() -> None:
@@ -26,8 +28,9 @@ def main() -> None:
         d = yaml_model_load(path)
         d["scale"] = model_scale(d)  # the name carries no letter: the first (smallest) scale
         name = path.stem.replace("-", f"{d['scale']}-", 1) if d["scale"] else path.stem
-        if path.stem == "yolov8-inceptionnext":
-            twin, label = yaml_model_load("yolov8n.yaml"), "yolov8n"
+        if path.stem in STOCK_FILES:
+            label = STOCK_FILES[path.stem]
+            twin = yaml_model_load(f"{label}.yaml")
         else:
             twin, label = stock_twin(d), STOCK_NAMES.get(path.stem, f"{path.stem} with stock blocks")
         (p, g), (sp, sg) = build_stats(d, d["scale"]), build_stats(twin, d["scale"])

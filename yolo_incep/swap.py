@@ -29,15 +29,17 @@ NO_COUNTERPART = frozenset(
 
 
 def counterparts() -> dict[str, str]:
-    """Stock block name -> the yolo_incep block that is a drop-in for its rows."""
+    """Stock block name -> the yolo_incep block that is a drop-in for its rows (heads are not blocks: kept)."""
     from ultralytics.nn import tasks
+    from ultralytics.nn.modules import Detect
 
     from .plugin import layer_classes
 
     out = {}
     for name, cls in layer_classes().items():
         stock = getattr(tasks, getattr(cls, "mirror", "") or "", None)
-        if isinstance(stock, type) and issubclass(cls, stock):
+        # DetectIncep is chosen by YAML, not by swap: a new head shares no weights with the source's Detect
+        if isinstance(stock, type) and issubclass(cls, stock) and not issubclass(stock, Detect):
             out[stock.__name__] = name
     return out
 

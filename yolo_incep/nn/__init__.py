@@ -1,10 +1,11 @@
-"""InceptionNeXt layers, the YOLO blocks built from them, and the InceptionNeXt backbone rows."""
+"""InceptionNeXt layers, the YOLO blocks and detection head built from them, and the InceptionNeXt backbone rows."""
 
 import torch
 from torchvision.ops import StochasticDepth
 
 from .backbone import InceptionNeXtStage, InceptionNeXtStem
 from .blocks import C2fIncep, C3Incep, C3k2Incep, ELAN1Incep, RepNCSPELAN4Incep
+from .head import DetectIncep, MatmulDFL
 from .layers import ConvMlp, InceptionDWConv2d, MetaNeXtBlock
 
 __all__ = (
@@ -12,10 +13,12 @@ __all__ = (
     "C3Incep",
     "C3k2Incep",
     "ConvMlp",
+    "DetectIncep",
     "ELAN1Incep",
     "InceptionDWConv2d",
     "InceptionNeXtStage",
     "InceptionNeXtStem",
+    "MatmulDFL",
     "MetaNeXtBlock",
     "RepNCSPELAN4Incep",
 )
