@@ -15,7 +15,6 @@ import math
 import os
 import platform
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,8 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_models import build, write_json  # noqa: E402
+from yolo_incep.bench import build_model, emit_json
 
 MODELS = ["yolov8n.yaml", "yolov8n-p2.yaml", "yolov8n-incep-p2-stockhead.yaml", "yolov8n-incep-p2.yaml",
           "yolov8n-incep-lighthead.yaml"]  # baseline first; the README table
@@ -73,7 +71,7 @@ def profile(names: list[str], imgsz: int, reps: int) -> dict[str, dict[str, obje
     x = torch.randn(1, 3, imgsz, imgsz)
     models, clocks = {}, {}
     for name in names:
-        models[name] = build(name).fuse(verbose=False).eval()
+        models[name] = build_model(name).fuse(verbose=False).eval()
         clocks[name] = LayerClock(models[name], imgsz)
     samples = {name: defaultdict(list) for name in names}
     with torch.inference_mode():
@@ -130,7 +128,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    write_json(run(args), args.out)
+    emit_json(run(args), args.out)
 
 
 if __name__ == "__main__":

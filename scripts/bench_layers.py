@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolo_incep.data.common import atomic_write_bytes
-from yolo_incep.timing import interleaved_medians
+from yolo_incep.bench import emit_json, interleaved_medians
 
 # (model, stage stride) -> (channels of the inner blocks, side at 640); yolov8 widths 0.25 (n) and 0.5 (s)
 STAGES = {
@@ -157,21 +156,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verbose", action="store_true", help="print each result row as it completes")
 
 
-def write_json(data: dict[str, object], path: Path | None) -> None:
-    """Print the JSON and, if asked, write it to a file through a temp file (no half-written output)."""
-    text = json.dumps(data, indent=1)
-    print(text)
-    if path is not None:
-        atomic_write_bytes(path, text + "\n")
-
-
 def main() -> None:
     """Parse arguments, run, print/write JSON."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    write_json(run(args), args.out)
+    emit_json(run(args), args.out)
 
 
 if __name__ == "__main__":

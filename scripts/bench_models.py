@@ -19,10 +19,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_layers import write_json  # noqa: E402
-from yolo_incep.eval.compare import model_cost  # noqa: E402
-from yolo_incep.timing import interleaved_medians  # noqa: E402
+from yolo_incep.bench import build_model, emit_json, fused_forward, interleaved_medians, model_cost
 
 PAIRS = [
     ("yolov8n.yaml", "yolov8n-incep.yaml"),
@@ -32,26 +29,6 @@ PAIRS = [
     ("yolov8n.yaml", "yolov8n-incep-p2.yaml"),  # issue 10's target: a P2 model at most 1.3x a plain yolov8n
     ("yolo11n.yaml", "yolo11n-incep-p2.yaml"),
 ]
-
-
-def build(name: str):
-    """A randomly initialised DetectionModel from a YAML name (no weights are downloaded)."""
-    from ultralytics.nn.tasks import DetectionModel
-
-    torch.manual_seed(0)
-    return DetectionModel(name, verbose=False)
-
-
-def latency_fn(model, imgsz: int, device: torch.device):
-    """Batch-1 inference as Ultralytics runs it: fused, eval, inference mode."""
-    model = copy.deepcopy(model).to(device).fuse(verbose=False).eval()
-    x = torch.randn(1, 3, imgsz, imgsz, device=device)
-
-    def run():
-        with torch.inference_mode():
-            return model(x)
-
-    return run
 
 
 def onnx_latency_fn(model, imgsz: int, threads: int, folder: Path):
@@ -110,9 +87,9 @@ def describe(model) -> dict[str, float]:
 
 def bench_pair(stock_name: str, incep_name: str, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
     """Static figures and interleaved timings of one stock/Inception pair."""
-    models = {stock_name: build(stock_name), incep_name: build(incep_name)}
+    models = {stock_name: build_model(stock_name), incep_name: build_model(incep_name)}
     row: dict[str, object] = {name: describe(m) for name, m in models.items()}
-    timings = {"latency_ms": {k: latency_fn(m, args.imgsz, device) for k, m in models.items()}}
+    timings = {"latency_ms": {k: fused_forward(m, args.imgsz, device) for k, m in models.items()}}
     if args.onnx:
         with tempfile.TemporaryDirectory() as folder:
             timings["onnxruntime_ms"] = {k: onnx_latency_fn(m, args.imgsz, args.threads, Path(folder))
@@ -132,7 +109,7 @@ def bench_pair(stock_name: str, incep_name: str, args: argparse.Namespace, devic
 def exists(name: str) -> bool:
     """Whether a model YAML name resolves (ours in model_yamls/ or Ultralytics' own)."""
     try:
-        build(name)
+        build_model(name)
     except (FileNotFoundError, OSError):
         return False
     return True
@@ -182,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     args.pairs = args.pairs or PAIRS
     torch.set_num_threads(args.threads)
-    write_json(run(args), args.out)
+    emit_json(run(args), args.out)
 
 
 if __name__ == "__main__":

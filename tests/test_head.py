@@ -12,7 +12,7 @@ from ultralytics.nn.modules import Detect
 from ultralytics.nn.modules.block import DFL
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
-from yolo_incep.eval.compare import model_cost
+from yolo_incep.bench import model_cost
 from yolo_incep.nn import DetectIncep, InceptionDWConv2d, MatmulDFL
 from yolo_incep.plugin import MODEL_YAMLS
 

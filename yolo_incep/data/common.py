@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import filecmp
 import glob
-import math
 import os
 import re
 import shutil

@@ -86,7 +86,7 @@ class Matching:
         from concurrent.futures import ThreadPoolExecutor
 
         counts = np.atleast_2d(np.asarray(counts, np.int64))
-        b, n_t, n_r = len(counts), len(self.iou_thrs), len(self.rec_thrs)
+        n_t, n_r = len(self.iou_thrs), len(self.rec_thrs)
         t50, t75 = (int(np.argmin(np.abs(self.iou_thrs - t))) for t in (0.5, 0.75))
         last = coco.MAX_DETS[-1]
         # a smaller maxDets that truncates no image of a group gives the largest one's numbers: computed once

@@ -22,7 +22,7 @@ from .analysis import Analysis
 from .models import load_model, max_stride, parse_arms, predict, predict_sliced
 from .report import CompareReport, ModelRow, arm_summary, write_json, write_report
 from .report import format_table  # noqa: F401  (demo and scripts print the table through compare)
-from .timing import device_name, latency_ms, model_cost
+from ..bench import device_name, latency_ms, model_cost
 
 # data YAML keys that are not splits (Ultralytics' own reserved ones)
 NOT_SPLITS = {"names", "nc", "path", "download", "yaml_file", "channels"}
@@ -78,7 +78,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
             t = time.perf_counter()
             runs = {row_name: predict(yolo, images, imgsz, device, batch, conf, iou, max_det)}
             predict_s = round(time.perf_counter() - t, 3)
-            lat = {row_name: latency_ms(yolo.model, imgsz, device, runs=latency_runs)}
+            lat = {row_name: latency_ms(yolo.model, imgsz, device, reps=latency_runs)}
             if slice_size:
                 _log(verbose, f"{row_name}: sliced inference, {slice_size}px slices")
                 name = f"{row_name}+slice{slice_size}"
