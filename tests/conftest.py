@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from yolo_incep.demo import make_synthetic_dataset
@@ -126,3 +128,69 @@ def randomize_norms(module, seed: int = 0, var: tuple[float, float] = (0.5, 1.5)
                 m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
             if isinstance(m, MetaNeXtBlock) and m.gamma is not None:
                 m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) * 0.5 + 0.5)
+
+
+# ---- evaluation (compare, errors, curves): COCO scenes built by hand and a tiny YOLO val set on disk
+
+A, B = 1, 2  # category ids
+COMPARE_SIZE = 96  # height of the `data` fixture's images (width: twice that)
+
+
+def make_gt(boxes: list[tuple], n_images: int = 1, names=("a", "b")) -> dict:
+    """COCO ground truth from (image_id, category_id, x, y, w, h[, iscrowd]) rows on 640 x 640 images."""
+    gt = {"images": [{"id": i, "width": 640, "height": 640, "ignored_regions": []} for i in range(1, n_images + 1)],
+          "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
+    for k, (image_id, cat, x, y, w, h, *crowd) in enumerate(boxes, 1):
+        gt["annotations"].append({"id": k, "image_id": image_id, "category_id": cat, "bbox": [x, y, w, h],
+                                  "area": w * h, "iscrowd": crowd[0] if crowd else 0})
+    return gt
+
+
+def det(cat: int, x: float, y: float, w: float, h: float, score: float, image_id: int = 1) -> dict:
+    return {"image_id": image_id, "category_id": cat, "bbox": [x, y, w, h], "score": score}
+
+
+def random_scene(seed: int, nc: int = 3, n_images: int = 6, crowd: bool = False) -> tuple[dict, list[dict]]:
+    """Boxes of all sizes; detections near them (some with the wrong class, some far off) and on background."""
+    rng = np.random.default_rng(seed)
+    boxes, dets = [], []
+    for image_id in range(1, n_images + 1):
+        for _ in range(rng.integers(1, 8)):
+            w, h = rng.uniform(8, 150, 2)
+            x, y = rng.uniform(0, 480, 2)
+            cat = int(rng.integers(1, nc + 1))
+            boxes.append((image_id, cat, x, y, w, h, int(crowd and rng.uniform() < 0.15)))
+            for _ in range(rng.integers(0, 3)):
+                kind = rng.integers(0, 5)
+                dx, dy = rng.normal(0, [w, h]) * (0.05 if kind < 2 else 0.4)
+                c = int(rng.integers(1, nc + 1)) if kind == 1 else cat
+                dets.append(det(c, x + dx, y + dy, w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2),
+                                float(rng.uniform()), image_id))
+        for _ in range(rng.integers(0, 4)):
+            w, h = rng.uniform(8, 100, 2)
+            x, y = rng.uniform(0, 500, 2)
+            dets.append(det(int(rng.integers(1, nc + 1)), x, y, w, h, float(rng.uniform()), image_id))
+    return make_gt(boxes, n_images, names=[f"c{i}" for i in range(nc)]), dets
+
+
+@pytest.fixture(scope="session")
+def data(tmp_path_factory) -> Path:
+    """4 val images of bright squares (small and medium), one with an ignored region; classes a, b."""
+    root = tmp_path_factory.mktemp("compare_data")
+    rng = np.random.default_rng(0)
+    for sub in ("images", "labels", "ignore"):
+        (root / sub / "val").mkdir(parents=True)
+    for i in range(4):
+        im = np.full((COMPARE_SIZE, COMPARE_SIZE * 2, 3), 40, np.uint8)
+        rows = []
+        for k in range(6):
+            s = int(rng.integers(6, 40))
+            x, y = int(rng.integers(0, COMPARE_SIZE * 2 - s)), int(rng.integers(0, COMPARE_SIZE - s))
+            im[y:y + s, x:x + s] = 220
+            cx, cy, w, h = (x + s / 2) / (COMPARE_SIZE * 2), (y + s / 2) / COMPARE_SIZE, s / (COMPARE_SIZE * 2), s / COMPARE_SIZE
+            rows.append(f"{k % 2} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
+        cv2.imwrite(str(root / f"images/val/im{i}.jpg"), im)
+        (root / f"labels/val/im{i}.txt").write_text("\n".join(rows) + "\n")
+    (root / "ignore/val/im0.txt").write_text("0.875000 0.500000 0.250000 1.000000\n")
+    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: [a, b]\n")
+    return root / "data.yaml"

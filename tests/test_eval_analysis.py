@@ -7,7 +7,6 @@ import io
 import json
 
 import pytest
-from test_eval_compare import data  # noqa: F401 - the fixture: 4 val images, small and medium boxes, ignored region
 
 from yolo_incep.eval import coco, compare, errors
 

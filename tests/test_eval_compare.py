@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from pycocotools.coco import COCO
@@ -17,32 +16,6 @@ from yolo_incep import cli
 from yolo_incep.eval import coco, compare
 from yolo_incep.eval import report as compare_report
 from yolo_incep.eval.report import CompareReport, ModelRow
-
-SIZE = 96
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    """4 val images of bright squares (small and medium), one with an ignored region; classes a, b."""
-    root = tmp_path_factory.mktemp("compare_data")
-    rng = np.random.default_rng(0)
-    for sub in ("images", "labels", "ignore"):
-        (root / sub / "val").mkdir(parents=True)
-    for i in range(4):
-        im = np.full((SIZE, SIZE * 2, 3), 40, np.uint8)
-        rows = []
-        for k in range(6):
-            s = int(rng.integers(6, 40))
-            x, y = int(rng.integers(0, SIZE * 2 - s)), int(rng.integers(0, SIZE - s))
-            im[y:y + s, x:x + s] = 220
-            cx, cy, w, h = (x + s / 2) / (SIZE * 2), (y + s / 2) / SIZE, s / (SIZE * 2), s / SIZE
-            rows.append(f"{k % 2} {cx:.6f} {cy:.6f} {w:.6f} {h:.6f}")
-        cv2.imwrite(str(root / f"images/val/im{i}.jpg"), im)
-        (root / f"labels/val/im{i}.txt").write_text("\n".join(rows) + "\n")
-    (root / "ignore/val/im0.txt").write_text("0.875000 0.500000 0.250000 1.000000\n")
-    (root / "data.yaml").write_text(f"path: {root}\nval: images/val\nnames: [a, b]\n")
-    return root / "data.yaml"
-
 
 def fake_predict(yolo, images, imgsz, device, batch, conf, iou, max_det):
     """Ground truth jittered by a few pixels plus random boxes: predictions with AP strictly between 0 and 1."""

@@ -5,24 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import A, B, det, make_gt, random_scene
+
 from yolo_incep.eval import coco, errors
 
-A, B = 1, 2  # category ids
 ZERO = dict.fromkeys(errors.ERROR_TYPES, 0.0)
-
-
-def make_gt(boxes: list[tuple], n_images: int = 1, names=("a", "b")) -> dict:
-    """COCO ground truth from (image_id, category_id, x, y, w, h[, iscrowd]) rows on 640 x 640 images."""
-    gt = {"images": [{"id": i, "width": 640, "height": 640, "ignored_regions": []} for i in range(1, n_images + 1)],
-          "annotations": [], "categories": [{"id": i + 1, "name": n} for i, n in enumerate(names)]}
-    for k, (image_id, cat, x, y, w, h, *crowd) in enumerate(boxes, 1):
-        gt["annotations"].append({"id": k, "image_id": image_id, "category_id": cat, "bbox": [x, y, w, h],
-                                  "area": w * h, "iscrowd": crowd[0] if crowd else 0})
-    return gt
-
-
-def det(cat: int, x: float, y: float, w: float, h: float, score: float, image_id: int = 1) -> dict:
-    return {"image_id": image_id, "category_id": cat, "bbox": [x, y, w, h], "score": score}
 
 
 def run(gt: dict, dets: list[dict]) -> dict:
@@ -90,29 +77,6 @@ def test_ignored_boxes_are_neither_missed_nor_errors():
     # a crowd (ignored) box with a detection on it and none on the other: no error, nothing missed
     gt = make_gt([*GT2, (1, A, 200, 200, 20, 20, 1), (1, A, 300, 300, 20, 20, 1)])
     assert run(gt, [*HITS, det(A, 200, 200, 20, 20, 0.9)])["small"] == pytest.approx({"AP50": 1.0} | ZERO)
-
-
-def random_scene(seed: int, nc: int = 3, n_images: int = 6, crowd: bool = False) -> tuple[dict, list[dict]]:
-    """Boxes of all sizes; detections near them (some with the wrong class, some far off) and on background."""
-    rng = np.random.default_rng(seed)
-    boxes, dets = [], []
-    for image_id in range(1, n_images + 1):
-        for _ in range(rng.integers(1, 8)):
-            w, h = rng.uniform(8, 150, 2)
-            x, y = rng.uniform(0, 480, 2)
-            cat = int(rng.integers(1, nc + 1))
-            boxes.append((image_id, cat, x, y, w, h, int(crowd and rng.uniform() < 0.15)))
-            for _ in range(rng.integers(0, 3)):
-                kind = rng.integers(0, 5)
-                dx, dy = rng.normal(0, [w, h]) * (0.05 if kind < 2 else 0.4)
-                c = int(rng.integers(1, nc + 1)) if kind == 1 else cat
-                dets.append(det(c, x + dx, y + dy, w * rng.uniform(0.8, 1.2), h * rng.uniform(0.8, 1.2),
-                                float(rng.uniform()), image_id))
-        for _ in range(rng.integers(0, 4)):
-            w, h = rng.uniform(8, 100, 2)
-            x, y = rng.uniform(0, 500, 2)
-            dets.append(det(int(rng.integers(1, nc + 1)), x, y, w, h, float(rng.uniform()), image_id))
-    return make_gt(boxes, n_images, names=[f"c{i}" for i in range(nc)]), dets
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 import torch
-from test_fuse import _randomize_norms
+from conftest import randomize_norms
 from torch import nn
 from ultralytics import YOLO
 from ultralytics.nn.modules import Detect
@@ -26,7 +26,7 @@ def _model(name: str, scale: str = "n", seed: int = 0) -> DetectionModel:
     d["scale"] = scale if scale in (d.get("scales") or {}) else next(iter(d.get("scales") or {"": None}))
     torch.manual_seed(seed)
     model = DetectionModel(d, verbose=False).eval()
-    _randomize_norms(model, seed)
+    randomize_norms(model, seed)
     return model
 
 
