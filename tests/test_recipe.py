@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 
 import pytest
 import torch
@@ -97,10 +98,11 @@ def test_smoke_grid_trains_resumes_and_compares(tmp_path):
     assert bench["runs"][1]["gamma"] and bench["runs"][0]["gamma"] is None
     report = json.loads((out / "report.json").read_text())
     assert [m["name"] for m in report["models"]][:2] == ["yolov8n", "yolov8n-incep"]
-    done = work / "runs/yolov8n-s0/done.json"
+    done = out / "runs/yolov8n-s0/done.json"  # kept beside the report
     mtime = done.stat().st_mtime_ns
+    shutil.rmtree(work / "runs")  # as on a fresh checkout: only the kept runs are left
     assert cli.main([*argv, "--no-compare"]) == 0  # finished runs are skipped, not retrained
-    assert done.stat().st_mtime_ns == mtime
+    assert done.stat().st_mtime_ns == mtime and not (work / "runs").exists()
 
 
 # fp16 rounding of the MLP weights moves the branch by ~5e-4 of its size; the paper's 1e-6 is below fp16's smallest

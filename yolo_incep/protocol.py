@@ -5,8 +5,9 @@
 
 Data: the shared VisDrone sample, split by sequence (239 train / 60 val frames, seed 0), the train frames cut into
 native-resolution tiles; evaluation on the untiled val frames (plus SAHI slices) with `yolo-incep compare`. Every
-arm/seed is a run folder that is skipped once finished and resumed from its last.pt when interrupted, so a grid can
-be completed over several sittings; `--sitting-minutes` ends a sitting cleanly after an epoch.
+arm/seed is a run folder that is resumed from its last.pt when interrupted and, once finished, kept beside the report
+(docs/results/bench_small_<budget>/runs/) and skipped, so a grid can be completed over several sittings, also from a
+fresh checkout; `--sitting-minutes` ends a sitting cleanly after an epoch.
 """
 
 from __future__ import annotations
@@ -81,10 +82,14 @@ def _exempt_gamma(trainer) -> None:
 
 @dataclass
 class Workspace:
-    """Where one budget's data, runs and comparison live."""
+    """Where one budget's data, runs and comparison live (`root`), and where finished runs are kept (`out`)."""
 
     root: Path
     budget: recipe.Budget
+    out: Path
+
+    def kept(self, arm: Arm, seed: int) -> Path:
+        return self.out / "runs" / f"{arm.name}-s{seed}"
 
     @property
     def frames(self) -> Path:
@@ -111,13 +116,18 @@ class Workspace:
 
 
 def train_run(ws: Workspace, arm: Arm, seed: int, data: Path, sitting_minutes: float = 0) -> dict | None:
-    """Train one arm/seed unless finished; resume an interrupted one. Returns its record, None when paused."""
+    """Train one arm/seed unless finished; resume an interrupted one. Returns its record, None when paused.
+
+    A finished run is kept in the report folder (`ws.kept`: last.pt, steps.jsonl, done.json, written in that order)
+    so that it survives a fresh checkout and the grid goes on from there in a later sitting.
+    """
     from ultralytics import YOLO
 
+    kept = ws.kept(arm, seed)
+    if (kept / "done.json").is_file():
+        return json.loads((kept / "done.json").read_text())
     out = ws.run_dir(arm, seed)
-    done, last, log = out / "done.json", out / "weights" / "last.pt", out / "steps.jsonl"
-    if done.is_file():
-        return json.loads(done.read_text())
+    last, log = out / "weights" / "last.pt", out / "steps.jsonl"
     state = recipe.checkpoint_state(last)
     if state == "resume" and not arm.gamma_decay:  # its moved gamma group would not match a fresh optimizer
         state = "fresh"
@@ -139,11 +149,13 @@ def train_run(ws: Workspace, arm: Arm, seed: int, data: Path, sitting_minutes: f
                 return None
     steps = [json.loads(line) for line in log.read_text().splitlines()]
     record = {"arm": arm.name, "model": arm.model, "seed": seed, "layer_scale": arm.layer_scale,
-              "gamma_decay": arm.gamma_decay, "batches": len(steps), "checkpoint": str(last),
+              "gamma_decay": arm.gamma_decay, "batches": len(steps), "checkpoint": str(kept / "last.pt"),
               "last_sitting_s": round(time.perf_counter() - t, 1),
               "train_s": steps[-1]["t"] if steps else None,  # of the last sitting's clock
               "final_loss": _tail_mean([s["loss"] for s in steps], 100), "gamma": gamma_stats(last)}
-    atomic_write_bytes(done, json.dumps(record, indent=1))
+    atomic_write_bytes(kept / "last.pt", last.read_bytes())
+    atomic_write_bytes(kept / "steps.jsonl", log.read_bytes())
+    atomic_write_bytes(kept / "done.json", json.dumps(record, indent=1))  # last: the run counts as kept from here
     return record
 
 
@@ -189,8 +201,8 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--arms: {', '.join(unknown)} not in the {args.budget} grid "
                              f"({', '.join(a.name for a in grid)})")
         grid = tuple(a for a in grid if a.name in args.arms)
-    ws = Workspace(args.work or Path("runs/bench_small") / args.budget, budget)
     out = args.out or Path("docs/results") / f"bench_small_{args.budget}"
+    ws = Workspace(args.work or Path("runs/bench_small") / args.budget, budget, out)
     data = ws.prepare()
 
     runs: list[dict] = []
