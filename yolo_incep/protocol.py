@@ -133,6 +133,10 @@ def train_run(ws: Workspace, arm: Arm, seed: int, data: Path, sitting_minutes: f
         state = "fresh"
     if state == "fresh" and out.exists():
         shutil.rmtree(out)
+    if state == "resume":  # steps logged after the saved epoch are done again: keep one line per step counted
+        epoch = recipe.checkpoint_epoch(last)
+        lines = [line for line in log.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
+        atomic_write_bytes(log, "".join(f"{line}\n" for line in lines))
     t = time.perf_counter()
     if state != "done":
         with layer_scale(arm.layer_scale):

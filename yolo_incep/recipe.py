@@ -108,14 +108,19 @@ def train_args(budget: Budget, data_yaml: Path, project: Path, name: str, seed: 
     return args
 
 
-def checkpoint_state(last: Path) -> str:
-    """'fresh' (no last.pt), 'resume' (an interrupted or paused run) or 'done' (Ultralytics stripped it at the end)."""
+def checkpoint_epoch(last: Path) -> int | None:
+    """The last completed epoch (0-based) of an unfinished run's last.pt; -1 once finished; None without one."""
     if not Path(last).is_file():
-        return "fresh"
+        return None
     import torch
 
-    ckpt = torch.load(last, map_location="cpu", weights_only=False)
-    return "done" if ckpt.get("epoch", -1) < 0 else "resume"  # strip_optimizer sets epoch -1 when training ends
+    return torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)  # strip_optimizer sets -1
+
+
+def checkpoint_state(last: Path) -> str:
+    """'fresh' (no last.pt), 'resume' (an interrupted or paused run) or 'done' (Ultralytics stripped it at the end)."""
+    epoch = checkpoint_epoch(last)
+    return "fresh" if epoch is None else "done" if epoch < 0 else "resume"
 
 
 class Pause(Exception):
