@@ -128,13 +128,13 @@ def train_run(ws: Workspace, arm: Arm, seed: int, data: Path, sitting_minutes: f
         return json.loads((kept / "done.json").read_text())
     out = ws.run_dir(arm, seed)
     last, log = out / "weights" / "last.pt", out / "steps.jsonl"
-    state = recipe.checkpoint_state(last)
+    epoch = recipe.checkpoint_epoch(last)  # read once: it decides the state and trims the step log
+    state = "fresh" if epoch is None else "done" if epoch < 0 else "resume"
     if state == "resume" and not arm.gamma_decay:  # its moved gamma group would not match a fresh optimizer
         state = "fresh"
     if state == "fresh" and out.exists():
         shutil.rmtree(out)
     if state == "resume":  # steps logged after the saved epoch are done again: keep one line per step counted
-        epoch = recipe.checkpoint_epoch(last)
         lines = [line for line in log.read_text().splitlines() if json.loads(line)["epoch"] <= epoch]
         atomic_write_bytes(log, "".join(f"{line}\n" for line in lines))
     t = time.perf_counter()

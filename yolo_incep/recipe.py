@@ -6,6 +6,7 @@ and `yolo_incep.protocol` (the benchmark grid) both build their Ultralytics `tra
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -148,7 +149,7 @@ def add_callbacks(yolo, log: Path | None = None, sitting_minutes: float = 0) -> 
         line = {"epoch": trainer.epoch, "lr": round(trainer.optimizer.param_groups[0]["lr"], 7), "loss": items,
                 "t": round(time.monotonic() - start, 2)}
         with open(log, "a") as f:
-            f.write(f"{_json(line)}\n")
+            f.write(json.dumps(line, separators=(",", ":")) + "\n")
 
     def maybe_pause(trainer) -> None:
         now = time.monotonic()
@@ -160,12 +161,6 @@ def add_callbacks(yolo, log: Path | None = None, sitting_minutes: float = 0) -> 
     yolo.add_callback("on_pretrain_routine_end", use_all_cores)
     yolo.add_callback("on_train_batch_end", log_step)
     yolo.add_callback("on_fit_epoch_end", maybe_pause)  # last.pt of this epoch is saved by then
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, separators=(",", ":"))
 
 
 def budget_dict(budget: Budget) -> dict:
