@@ -136,6 +136,31 @@ def test_table_shows_deltas_with_intervals_and_arm_means():
     assert len(csv_rows) == 5 and csv_rows[-1].startswith("incep mean,incep,2,")
 
 
+def test_versus_adds_a_paired_contrast_between_two_arms():
+    row = {"AP": 0.2, "AP50": 0.4, "AP75": 0.1, "AP_small": 0.1, "AP_medium": 0.3, "AP_large": None, "AR": 0.3}
+    small = {"n": 0.10, "p2": 0.12, "incep-p2": 0.15, "n+slice320": 0.2, "p2+slice320": 0.25,
+             "incep-p2+slice320": 0.21}
+    rows = [ModelRow(n, f"{n}.pt", n, "+" in n, 1, 1.0, 1.0, 1, 0,
+                     {"maxDets": {"100": row | {"AP_small": v}, "500": row | {"AP_small": v}}, "per_class_AP_small": {}})
+            for n, v in small.items()]
+    report = CompareReport("d.yaml", "val", 64, "cpu", 0.001, 0.7, 500, 1, [], 1, 0, 0, models=rows)
+    rng = np.random.default_rng(0)
+    noise = {k: rng.normal(0, 0.01, 20) for k in small}  # per-model resample scores: the interval is theirs
+    scores = {r.name: {k: np.full(20, v if v is not None else np.nan) + noise[r.name] for k, v in r.flat.items()
+                       if "[" not in k} for r in rows}
+    compare.add_deltas(report, scores, {"incep-p2": "p2"})
+    whole, sliced = report.contrasts
+    assert (whole.arm, whole.reference, sliced.arm, sliced.reference) == (
+        "incep-p2", "p2", "incep-p2+slice320", "p2+slice320")
+    d = whole.delta["AP_small@500"]
+    expected = np.percentile(scores["incep-p2"]["AP_small@500"] - scores["p2"]["AP_small@500"], [2.5, 97.5])
+    assert d.value == pytest.approx(0.03) and d.ci95 == pytest.approx(tuple(expected), abs=1e-6)
+    assert sliced.delta["AP_small@500"].value == pytest.approx(-0.04)
+    assert report.arms[2].delta["AP_small@500"].value == pytest.approx(0.05)  # to the baseline, as before
+    assert report.to_json()["contrasts"][0]["delta"]["AP_small@500"]["value"] == pytest.approx(0.03)
+    assert "contrast incep-p2 vs p2: AP@100 +0.000" in str(report)
+
+
 def test_multi_seed_arms_and_a_model_against_itself(data, tmp_path, monkeypatch):
     monkeypatch.setattr(compare, "predict", fake_predict)  # same predictions for every model: every delta is 0
     report = compare.compare_models(["base=yolov8n.yaml,yolov8n.yaml", "same=yolov8n.yaml"], data, imgsz=64,
@@ -177,6 +202,9 @@ def one_line_error(capsys, argv: list[str]) -> str:
     (["--split", "names"], "--split names: 'names' is a data YAML key, not a split"),
     (["--conf", "-1"], "--conf -1.0: out of range"),
     (["--resamples", "0"], "--resamples 0: out of range"),
+    (["--versus", "p2"], "--versus p2: expected ARM=REF"),
+    (["--versus", "yolov8n=p2"], "--versus yolov8n=p2: p2 is not an arm of this comparison (yolov8n)"),
+    (["--versus", "yolov8n=yolov8n"], "--versus yolov8n=yolov8n: an arm against itself"),
 ])
 def test_bad_settings_are_refused_before_any_work(data, tmp_path, capsys, argv, message):
     out = tmp_path / "o"

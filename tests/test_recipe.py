@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import shutil
 
 import pytest
@@ -57,6 +58,8 @@ def test_grids_put_the_baseline_first_and_name_arms_once():
         assert len({a.name for a in grid}) == len(grid), name
     cpu = {a.name: a for a in protocol.GRIDS["cpu"]}
     assert len(cpu["yolov8n"].seeds) >= 2 and len(cpu["yolov8n-incep"].seeds) >= 2
+    for name, grid in protocol.GRIDS.items():  # a contrast names an arm of its own grid
+        assert {a.versus for a in grid if a.versus} <= {a.name for a in grid}, name
 
 
 def test_layer_scale_context_sets_and_restores_the_init():
@@ -84,6 +87,19 @@ def test_unknown_arm_is_a_one_line_error():
         rc = cli.main(["bench", "--budget", "smoke", "--arms", "nope"])
     err = err.getvalue()
     assert rc == 2 and "--arms: nope not in the smoke grid" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("value, expected", [("", None), ("1", 1), ("3", 3)])
+def test_cpu_threads_reads_the_environment(monkeypatch, value, expected):
+    monkeypatch.setenv(recipe.THREADS_ENV, value)
+    assert recipe.cpu_threads() == (expected or os.cpu_count())
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_bad_thread_count_names_the_variable(monkeypatch, value):
+    monkeypatch.setenv(recipe.THREADS_ENV, value)
+    with pytest.raises(InputError, match=f"YOLO_INCEP_THREADS={value!r}"):
+        recipe.add_callbacks(object())  # fails before touching the model
 
 
 @needs_sample

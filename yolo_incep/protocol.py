@@ -34,14 +34,15 @@ class Arm:
     seeds: tuple[int, ...] = (0,)
     layer_scale: float | None | str = "default"
     gamma_decay: bool = True  # Ultralytics decays every weight but biases and norm weights: gamma included
+    versus: str | None = None  # another arm this one is also compared with (its stock counterpart)
 
 
 GRIDS: dict[str, tuple[Arm, ...]] = {
     # Baseline first. The two main arms get 2 seeds, the P2 arms 1 (each ~42 min on 2 cores).
     # The P2 Inception arm is the DetectIncep model; its stock-head form comes last, where time allows.
     "cpu": (Arm("yolov8n", "yolov8n.yaml", (0, 1)), Arm("yolov8n-incep", "yolov8n-incep.yaml", (0, 1)),
-            Arm("yolov8n-p2", "yolov8n-p2.yaml"), Arm("yolov8n-incep-p2", "yolov8n-incep-p2.yaml"),
-            Arm("yolov8n-incep-p2-stockhead", "yolov8n-incep-p2-stockhead.yaml")),
+            Arm("yolov8n-p2", "yolov8n-p2.yaml"), Arm("yolov8n-incep-p2", "yolov8n-incep-p2.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-incep-p2-stockhead", "yolov8n-incep-p2-stockhead.yaml", versus="yolov8n-p2")),
     # The layer-scale study, most telling arms first (a partial study still compares paper vs large init).
     "study": (Arm("yolov8n", "yolov8n.yaml"),
               Arm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),
@@ -229,9 +230,11 @@ def evaluate(ws: Workspace, grid, runs: list[dict], out: Path, args: argparse.Na
 
     by_arm = {a.name: [r["checkpoint"] for r in runs if r["arm"] == a.name] for a in grid}
     models = [f"{name}={','.join(ckpts)}" for name, ckpts in by_arm.items() if ckpts]
+    versus = {a.name: a.versus for a in grid if a.versus and by_arm[a.name] and by_arm.get(a.versus)}
     t = time.perf_counter()
     report = compare.compare_models(models, ws.frames / "data.yaml", imgsz=ws.budget.compare_imgsz,
-                                    out=ws.root / "compare", device=ws.budget.device, slice_size=ws.budget.slice)
+                                    out=ws.root / "compare", device=ws.budget.device, slice_size=ws.budget.slice,
+                                    versus=versus)
     compare_s = time.perf_counter() - t
     for path in sorted((ws.root / "compare").iterdir()):
         if path.suffix in {".json", ".csv", ".png"} and not path.name.startswith(("gt", "predictions")):
@@ -239,7 +242,7 @@ def evaluate(ws: Workspace, grid, runs: list[dict], out: Path, args: argparse.Na
     bench = {"command": _command(args),
              "budget": args.budget, "settings": recipe.budget_dict(ws.budget),
              "arms": [{"name": a.name, "model": a.model, "seeds": list(a.seeds), "layer_scale": a.layer_scale,
-                       "gamma_decay": a.gamma_decay} for a in grid],
+                       "gamma_decay": a.gamma_decay, "versus": a.versus} for a in grid],
              "runs": runs, "compare_s": round(compare_s, 1), "versions": _versions()}
     atomic_write_bytes(out / "bench.json", json.dumps(bench, indent=2))
     print(report)

@@ -124,12 +124,28 @@ def checkpoint_state(last: Path) -> str:
     return "fresh" if epoch is None else "done" if epoch < 0 else "resume"
 
 
+THREADS_ENV = "YOLO_INCEP_THREADS"
+
+
+def cpu_threads() -> int:
+    """Torch threads for CPU training: $YOLO_INCEP_THREADS (e.g. 1 per run when runs share the cores), else all."""
+    value = os.environ.get(THREADS_ENV, "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    if not value.isdigit() or int(value) < 1:
+        from .errors import InputError
+
+        raise InputError(f"${THREADS_ENV}={value!r}: expected a positive whole number of threads")
+    return int(value)
+
+
 class Pause(Exception):
     """Raised after an epoch's checkpoint is saved once a sitting's time is up; rerun to resume from last.pt."""
 
 
 def add_callbacks(yolo, log: Path | None = None, sitting_minutes: float = 0) -> None:
     """All CPU cores for torch, a per-step loss log (JSONL) and an optional per-sitting time limit."""
+    threads = cpu_threads()  # read before training: a bad value fails at once
 
     def use_all_cores(trainer) -> None:
         # Ultralytics sets torch to cpu_count - 1 threads for CPU training: on 2 cores that is 1, and the step
@@ -137,7 +153,7 @@ def add_callbacks(yolo, log: Path | None = None, sitting_minutes: float = 0) -> 
         if trainer.device.type == "cpu":
             import torch
 
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(threads)
 
     start = time.monotonic()
     epoch_start = [start]

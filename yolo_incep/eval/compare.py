@@ -20,7 +20,7 @@ from ..errors import InputError
 from . import bootstrap, coco
 from .analysis import Analysis
 from .models import load_model, max_stride, parse_arms, predict, predict_sliced
-from .report import CompareReport, ModelRow, arm_summary, write_json, write_report
+from .report import CompareReport, Contrast, ModelRow, arm_summary, write_json, write_report
 from .report import format_table  # noqa: F401  (demo and scripts print the table through compare)
 from ..bench import device_name, latency_ms, model_cost
 
@@ -32,13 +32,14 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                    out: str | Path | None = None, device: str = "cpu", batch: int = 8, conf: float = 0.001,
                    iou: float = 0.7, max_det: int = 500, slice_size: int = 0, slice_overlap: float = 0.2,
                    latency_runs: int = 10, resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
-                   verbose: bool = True) -> CompareReport:
+                   versus: dict[str, str] | None = None, verbose: bool = True) -> CompareReport:
     """Evaluate every model on one split and return the typed report (written to `out` when given).
 
     `models`: '[NAME=]SOURCE[,SOURCE...]' (checkpoint paths or model YAML names; several sources are one arm's
     training seeds); the first arm is the baseline. `slice_size` > 0 adds SAHI sliced-inference rows. Every
     non-baseline row and arm gets deltas with 95 % intervals from a paired bootstrap over images (`resamples`,
-    `seed`). Everything that can be checked is checked before the first prediction.
+    `seed`); `versus` {arm: reference arm} adds those paired differences too (report.contrasts). Everything that
+    can be checked is checked before the first prediction.
     """
     check_settings(imgsz=imgsz, batch=batch, max_det=max_det, slice_size=slice_size, latency_runs=latency_runs,
                    conf=conf, iou=iou, slice_overlap=slice_overlap, resamples=resamples)
@@ -47,6 +48,12 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     if split in NOT_SPLITS:
         raise InputError(f"--split {split}: '{split}' is a data YAML key, not a split (e.g. val, test, train)")
     arms = parse_arms([str(m) for m in models])
+    versus = versus or {}
+    for a, r in versus.items():
+        unknown = [n for n in (a, r) if n not in {arm.name for arm in arms}]
+        if unknown or a == r:
+            raise InputError(f"--versus {a}={r}: " + (f"{unknown[0]} is not an arm of this comparison "
+                             f"({', '.join(arm.name for arm in arms)})" if unknown else "an arm against itself"))
     images, names = coco.load_data_yaml(data, split)
     yolos = {s: load_model(s, names) for a in arms for s in a.sources}  # every model checked first
     stride = max(max_stride(y) for y in yolos.values())
@@ -101,7 +108,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                 if out is not None:  # what was computed is on disk even if a later model fails
                     write_json(out / f"predictions_{name}.json", kept)
                     write_report(report, out)
-    add_deltas(report, scores)
+    add_deltas(report, scores, versus)
     report.bootstrap = {"resamples": resamples, "seed": seed, "images": len(images), "confidence": 0.95,
                         "method": "paired bootstrap over images (the same resampled images for every model), "
                                   "percentile interval; per-image pycocotools matching re-accumulated per resample"}
@@ -112,8 +119,9 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     return report
 
 
-def add_deltas(report: CompareReport, scores: dict[str, dict]) -> None:
-    """Arms (mean and spread over seeds) and every delta to the baseline arm of the same kind (whole or sliced)."""
+def add_deltas(report: CompareReport, scores: dict[str, dict], versus: dict[str, str] | None = None) -> None:
+    """Arms (mean and spread over seeds), every delta to the baseline arm of the same kind (whole or sliced), and
+    the contrasts of `versus` {arm: reference}, for the whole and the sliced rows alike."""
     by_arm: dict[str, list[ModelRow]] = {}
     for m in report.models:
         by_arm.setdefault(m.arm, []).append(m)
@@ -129,6 +137,14 @@ def add_deltas(report: CompareReport, scores: dict[str, dict]) -> None:
         a.delta = _deltas(a.mean, base.mean, _mean_scores([scores[r] for r in a.rows]), base_scores)
         for m in by_arm[a.name]:
             m.delta = _deltas(m.flat, base.mean, scores[m.name], base_scores)
+    arms = {a.name: a for a in report.arms}
+    for name, ref in (versus or {}).items():
+        for a in [a for a in report.arms if a.name == name or a.name.startswith(name + "+slice")]:
+            r = arms.get(ref + a.name.removeprefix(name))  # the sliced rows against the reference's sliced rows
+            if r is not None:
+                delta = _deltas(a.mean, r.mean, _mean_scores([scores[x] for x in a.rows]),
+                                _mean_scores([scores[x] for x in r.rows]))
+                report.contrasts.append(Contrast(a.name, r.name, delta))
 
 
 def _mean_scores(per_row: list[dict]) -> dict:
@@ -141,6 +157,17 @@ def _deltas(values: dict, base: dict, scores: dict, base_scores: dict) -> dict:
     for k in bootstrap.DELTA_KEYS:
         d = None if values[k] is None or base[k] is None else values[k] - base[k]
         out[k] = bootstrap.paired_delta(d, base_scores[k], scores[k])
+    return out
+
+
+def parse_versus(pairs: list[str]) -> dict[str, str]:
+    """'ARM=REF' arguments -> {arm: reference}."""
+    out = {}
+    for pair in pairs:
+        arm, sep, ref = pair.partition("=")
+        if not (sep and arm and ref):
+            raise InputError(f"--versus {pair}: expected ARM=REF, two arm names of this comparison")
+        out[arm] = ref
     return out
 
 
@@ -201,6 +228,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=bootstrap.RESAMPLES,
                         help=f"bootstrap resamples for the delta intervals (default: {bootstrap.RESAMPLES})")
     parser.add_argument("--seed", type=int, default=bootstrap.SEED, help="bootstrap seed (default: 0)")
+    parser.add_argument("--versus", action="append", default=[], metavar="ARM=REF",
+                        help="also the paired difference of arm ARM to arm REF (repeatable; e.g. p2 models)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -208,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
     report = compare_models(args.models, args.data, split=args.split, imgsz=args.imgsz, out=args.out,
                             device=args.device, batch=args.batch, conf=args.conf, iou=args.iou,
                             max_det=args.max_det, slice_size=args.slice, slice_overlap=args.slice_overlap,
-                            latency_runs=args.latency_runs, resamples=args.resamples, seed=args.seed)
+                            latency_runs=args.latency_runs, resamples=args.resamples, seed=args.seed,
+                            versus=parse_versus(args.versus))
     print(report)
     return 0

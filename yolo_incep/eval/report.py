@@ -68,6 +68,23 @@ class ArmSummary:
                 "mean": self.mean, "sd": self.sd} | _deltas_json(self.delta)
 
 
+@dataclass
+class Contrast:
+    """An extra paired difference between two arms (e.g. P2 Inception vs stock P2), beside those to the baseline."""
+
+    arm: str
+    reference: str
+    delta: dict[str, Delta]
+
+    def to_json(self) -> dict:
+        """The report.json entry."""
+        return {"arm": self.arm, "reference": self.reference} | _deltas_json(self.delta)
+
+    def __str__(self) -> str:
+        keys = [k for k in DELTA_KEYS if k.startswith(("AP@", "AP_small@"))]
+        return f"{self.arm} vs {self.reference}: " + ", ".join(f"{k} {self.delta[k]}" for k in keys)
+
+
 def _deltas_json(delta: dict[str, Delta] | None) -> dict:
     return {} if delta is None else {"delta": {k: d.to_json() for k, d in delta.items()}}
 
@@ -90,6 +107,7 @@ class CompareReport:
     ignored_regions: int
     models: list[ModelRow] = field(default_factory=list)
     arms: list[ArmSummary] = field(default_factory=list)
+    contrasts: list[Contrast] = field(default_factory=list)  # asked for with `versus`; the baseline's are in rows
     bootstrap: dict | None = None  # resamples, seed, method (None until the deltas are computed)
     complete: bool = False  # False while models are still being evaluated (or after a failure): the rows so far
 
@@ -102,7 +120,7 @@ class CompareReport:
                 "latency": f"median ms of a fused forward pass, batch 1, {self.imgsz}x{self.imgsz}, after warm-up "
                            "(sliced rows: median ms per image end to end)",
                 "models": [m.to_json() | _analysis_delta(m, baseline(self, m)) for m in self.models],
-                "arms": [a.to_json() for a in self.arms],
+                "arms": [a.to_json() for a in self.arms], "contrasts": [c.to_json() for c in self.contrasts],
                 "bootstrap": self.bootstrap, "complete": self.complete}
 
     def __str__(self) -> str:
@@ -190,6 +208,7 @@ def format_table(report: CompareReport) -> str:
     if report.bootstrap:
         notes.append(f"deltas: to the baseline (first model), [95 % interval] from a paired bootstrap over images "
                      f"({report.bootstrap['resamples']} resamples, seed {report.bootstrap['seed']})")
+    notes += [f"contrast {c}" for c in report.contrasts]
     if not report.complete:
         notes.append("INCOMPLETE: not every model was evaluated")
     return "\n".join([title, *text, *notes])
