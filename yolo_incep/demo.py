@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.common import atomic_write_bytes
+from .data.yolo import format_labels, write_data_yaml
 
 CLASSES = ("disc", "square", "triangle")
 COLORS = ((40, 40, 220), (40, 190, 40), (220, 120, 30))  # BGR, one per class: easy enough for minutes of CPU training
@@ -53,14 +54,10 @@ def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz
                 cx, cy = rng.uniform(size, imgsz - size, 2)
                 color = tuple(int(c) for c in np.clip(np.array(COLORS[cls]) + rng.integers(-20, 20, 3), 0, 255))
                 _draw(img, cls, cx, cy, size, color)
-                rows.append(f"{cls} {cx / imgsz:.6f} {cy / imgsz:.6f} {size / imgsz:.6f} {size / imgsz:.6f}")
+                rows.append((cls, (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)))
             atomic_write_bytes(root / "images" / split / f"{split}_{k:04d}.png", cv2.imencode(".png", img)[1].tobytes())
-            atomic_write_bytes(root / "labels" / split / f"{split}_{k:04d}.txt", "\n".join(rows) + "\n")
-    data = root / "data.yaml"
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASSES))
-    header = f"# synthetic small-object shapes from yolo_incep.demo (seed {seed})\npath: {root.resolve()}\n"
-    atomic_write_bytes(data, f"{header}train: images/train\nval: images/val\nnames:\n{names}\n")
-    return data
+            atomic_write_bytes(root / "labels" / split / f"{split}_{k:04d}.txt", format_labels(rows, imgsz, imgsz))
+    return write_data_yaml(root, {"train": "images/train", "val": "images/val"}, list(CLASSES))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
