@@ -130,7 +130,7 @@ def train_run(ws: Workspace, arm: Arm, seed: int, data: Path, sitting_minutes: f
     out = ws.run_dir(arm, seed)
     last, log = out / "weights" / "last.pt", out / "steps.jsonl"
     epoch = recipe.checkpoint_epoch(last)  # read once: it decides the state and trims the step log
-    state = "fresh" if epoch is None else "done" if epoch < 0 else "resume"
+    state = recipe.run_state(epoch)
     if state == "resume" and not arm.gamma_decay:  # its moved gamma group would not match a fresh optimizer
         state = "fresh"
     if state == "fresh" and out.exists():

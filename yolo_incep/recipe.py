@@ -118,10 +118,15 @@ def checkpoint_epoch(last: Path) -> int | None:
     return torch.load(last, map_location="cpu", weights_only=False).get("epoch", -1)  # strip_optimizer sets -1
 
 
-def checkpoint_state(last: Path) -> str:
-    """'fresh' (no last.pt), 'resume' (an interrupted or paused run) or 'done' (Ultralytics stripped it at the end)."""
-    epoch = checkpoint_epoch(last)
+def run_state(epoch: int | None) -> str:
+    """'fresh' (no last.pt), 'resume' (an interrupted or paused run) or 'done' (Ultralytics stripped it at the end),
+    from `checkpoint_epoch`."""
     return "fresh" if epoch is None else "done" if epoch < 0 else "resume"
+
+
+def checkpoint_state(last: Path) -> str:
+    """The `run_state` of a last.pt."""
+    return run_state(checkpoint_epoch(last))
 
 
 THREADS_ENV = "YOLO_INCEP_THREADS"

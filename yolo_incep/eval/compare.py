@@ -49,11 +49,13 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
         raise InputError(f"--split {split}: '{split}' is a data YAML key, not a split (e.g. val, test, train)")
     arms = parse_arms([str(m) for m in models])
     versus = versus or {}
+    names = [arm.name for arm in arms]
     for a, r in versus.items():
-        unknown = [n for n in (a, r) if n not in {arm.name for arm in arms}]
-        if unknown or a == r:
-            raise InputError(f"--versus {a}={r}: " + (f"{unknown[0]} is not an arm of this comparison "
-                             f"({', '.join(arm.name for arm in arms)})" if unknown else "an arm against itself"))
+        unknown = next((n for n in (a, r) if n not in names), None)
+        if unknown:
+            raise InputError(f"--versus {a}={r}: {unknown} is not an arm of this comparison ({', '.join(names)})")
+        if a == r:
+            raise InputError(f"--versus {a}={r}: an arm against itself")
     images, names = coco.load_data_yaml(data, split)
     yolos = {s: load_model(s, names) for a in arms for s in a.sources}  # every model checked first
     stride = max(max_stride(y) for y in yolos.values())
