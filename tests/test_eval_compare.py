@@ -261,3 +261,26 @@ def test_a_failure_keeps_what_was_computed(data, tmp_path, monkeypatch):
     written = json.loads((tmp_path / "o/report.json").read_text())
     assert [m["name"] for m in written["models"]] == ["a"] and written["complete"] is False
     assert (tmp_path / "o/predictions_a.json").is_file() and (tmp_path / "o/gt.json").is_file()
+
+
+def test_whole_image_prediction_keeps_every_image_past_the_nms_time_limit(data, monkeypatch):
+    """Ultralytics' batched NMS gives up after its time limit and leaves later images empty; ours runs per image."""
+    from ultralytics import YOLO
+    from ultralytics.models.yolo.detect import DetectionPredictor
+    from ultralytics.utils import nms
+
+    from yolo_incep.eval.models import predict
+
+    images, _ = coco.load_data_yaml(data, "val")
+    yolo = YOLO("yolov8n.yaml")
+    args = dict(imgsz=64, device="cpu", conf=0.0, iou=0.7, max_det=20)  # conf 0: an untrained model's boxes count
+    alone = [len(predict(yolo, [p], batch=1, **args)) for p in images]
+    assert min(alone) > 0, alone
+
+    clock = iter(range(0, 10**6, 100))  # every reading of NMS's clock is 100 s after the last
+    monkeypatch.setattr(nms, "time", type("Clock", (), {"time": staticmethod(lambda: next(clock))}))
+    stock = yolo.predict([str(p) for p in images], batch=4, verbose=False, save=False, predictor=DetectionPredictor,
+                         **args)
+    assert [len(r.boxes) for r in stock] == alone[:1] + [0, 0, 0]  # the failure this guards against
+    dets = predict(yolo, images, batch=4, **args)
+    assert [sum(d["image_id"] == i for d in dets) for i in range(1, 5)] == alone

@@ -94,9 +94,9 @@ class _InMemory:
     def __init__(self, model):
         self.model = model
 
-    def predict(self, source, stream: bool = False, **kwargs):
+    def predict(self, source, stream: bool = False, predictor: type | None = None, **kwargs):
         from ultralytics.models.yolo.detect import DetectionPredictor
 
-        predictor = DetectionPredictor(overrides=kwargs)
+        predictor = (predictor or DetectionPredictor)(overrides=kwargs)
         predictor.setup_model(self.model, verbose=False)  # else every epoch logs the device and the fused summary
         return predictor(source, stream=stream)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from dataclasses import dataclass
@@ -131,13 +132,39 @@ def _result(image_id: int, xyxy, score: float, cls: int) -> dict:
     return {"image_id": image_id, "category_id": int(cls) + 1, "bbox": bbox, "score": round(float(score), 5)}
 
 
+@functools.cache  # one class: Model.predict keeps its predictor only while the class is the same
+def predictor_class() -> type:
+    """Ultralytics' DetectionPredictor with NMS run one image at a time, so no image of a batch loses its boxes.
+
+    Ultralytics' NMS stops after 2 s + 0.05 s per image of the batch and leaves every image after that one empty,
+    with only a warning: at conf 0.001 a P2 model's 150k anchors at 1536 px took that long on a loaded 2-core CPU,
+    and the last image of each batch of 8 got no detection at all. Called per image, it always finishes the image.
+    """
+    from ultralytics.models.yolo.detect import DetectionPredictor
+
+    class PerImageNMSPredictor(DetectionPredictor):
+        def postprocess(self, preds, img, orig_imgs, **kwargs):
+            p = preds[0] if isinstance(preds, (list, tuple)) else preds  # Detect's eval output: (boxes, raw maps)
+            batch, results = self.batch, []
+            try:
+                for i, path in enumerate(batch[0]):
+                    self.batch = ([path], *batch[1:])  # construct_results names results from self.batch[0]
+                    results += super().postprocess(p[i:i + 1], img[i:i + 1], orig_imgs[i:i + 1], **kwargs)
+            finally:
+                self.batch = batch
+            return results
+
+    return PerImageNMSPredictor
+
+
 def predict(yolo, images: list[Path], imgsz: int, device: str, batch: int, conf: float, iou: float,
             max_det: int) -> list[dict]:
     """COCO results of whole-image inference; image ids are 1-based positions in `images`."""
     ids = {str(p.absolute()): i for i, p in enumerate(images, 1)}  # Ultralytics sorts the list, keys results by this
     out = []
     for r in yolo.predict([str(p) for p in images], stream=True, imgsz=imgsz, device=device, batch=batch,
-                          conf=conf, iou=iou, max_det=max_det, verbose=False, save=False):
+                          conf=conf, iou=iou, max_det=max_det, verbose=False, save=False,
+                          predictor=predictor_class()):
         b = r.boxes
         out += [_result(ids[r.path], *row) for row in zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
     return out
