@@ -5,7 +5,7 @@ from torchvision.ops import StochasticDepth
 
 from .backbone import InceptionNeXtStage, InceptionNeXtStem
 from .blocks import C2fIncep, C3Incep, C3k2Incep, ELAN1Incep, RepNCSPELAN4Incep
-from .head import DetectIncep, MatmulDFL
+from .head import DetectIncep, DetectIncep2, MatmulDFL
 from .layers import ConvMlp, InceptionDWConv2d, MetaNeXtBlock
 
 __all__ = (
@@ -14,6 +14,7 @@ __all__ = (
     "C3k2Incep",
     "ConvMlp",
     "DetectIncep",
+    "DetectIncep2",
     "ELAN1Incep",
     "InceptionDWConv2d",
     "InceptionNeXtStage",

@@ -32,6 +32,7 @@ class DetectIncep(Detect):
     """Detect head: per stride a shared Inception depthwise stem, then depthwise-separable box and class branches."""
 
     mirror = "Detect"
+    depth = 1  # EXPERIMENT: depthwise-separable layers per branch
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool = False, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, reg_max, end2end, ch)
@@ -45,8 +46,8 @@ class DetectIncep(Detect):
             nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
             for x, c in zip(ch, c_)
         )
-        self.cv2 = nn.ModuleList(self._branch(c, 4 * self.reg_max) for c in c_)
-        self.cv3 = nn.ModuleList(self._branch(c, self.nc) for c in c_)
+        self.cv2 = nn.ModuleList(self._branch(c, 4 * self.reg_max, self.depth) for c in c_)
+        self.cv3 = nn.ModuleList(self._branch(c, self.nc, self.depth) for c in c_)
         if self.reg_max > 1:
             self.dfl = MatmulDFL(self.reg_max)
         if end2end:
@@ -55,9 +56,12 @@ class DetectIncep(Detect):
             self.one2one_cv3 = copy.deepcopy(self.cv3)
 
     @staticmethod
-    def _branch(c: int, c2: int) -> nn.Sequential:
+    def _branch(c: int, c2: int, depth: int = 1) -> nn.Sequential:
         """Depthwise 3x3 conv (BN, SiLU), then the output projection."""
-        return nn.Sequential(DWConv(c, c, 3), nn.Conv2d(c, c2, 1))
+        layers = [DWConv(c, c, 3)]
+        for _ in range(depth - 1):
+            layers += [Conv(c, c, 1), DWConv(c, c, 3)]
+        return nn.Sequential(*layers, nn.Conv2d(c, c2, 1))
 
     def fuse(self) -> None:
         """Drop the branch that inference does not use, if there is a one-to-one head."""
@@ -86,3 +90,9 @@ class DetectIncep(Detect):
             return {}
         preds = super().forward_head([stem[i](x[i]) for i in range(self.nl)], box_head, cls_head)
         return {**preds, "feats": x} if preds else preds  # feats: the neck's maps, as stock (anchors from shapes)
+
+
+class DetectIncep2(DetectIncep):
+    """EXPERIMENT."""
+
+    depth = 2
