@@ -44,7 +44,8 @@ GRIDS: dict[str, tuple[Arm, ...]] = {
             Arm("yolov8n-p2", "yolov8n-p2.yaml"), Arm("yolov8n-incep-p2", "yolov8n-incep-p2.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-incep-p2-stockhead", "yolov8n-incep-p2-stockhead.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead", "yolov8n-p2-incephead.yaml", versus="yolov8n-p2"),
-            Arm("yolov8n-p2-incephead-deep", "yolov8n-p2-incephead-deep.yaml", versus="yolov8n-p2")),
+            Arm("yolov8n-p2-incephead-deep", "yolov8n-p2-incephead-deep.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-c2f", "yolov8n-p2-incephead-c2f.yaml", versus="yolov8n-p2")),
     # The layer-scale study, most telling arms first (a partial study still compares paper vs large init).
     "study": (Arm("yolov8n", "yolov8n.yaml"),
               Arm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),
