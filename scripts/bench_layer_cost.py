@@ -25,7 +25,7 @@ from torch import nn
 from yolo_incep.bench import build_model, emit_json
 
 MODELS = ["yolov8n.yaml", "yolov8n-p2.yaml", "yolov8n-incep-p2-stockhead.yaml", "yolov8n-incep-p2.yaml",
-          "yolov8n-incep-lighthead.yaml"]  # baseline first; the README table
+          "yolov8n-p2-incephead.yaml", "yolov8n-incep-lighthead.yaml"]  # baseline first; the README table
 
 
 class LayerClock:

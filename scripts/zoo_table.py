@@ -17,7 +17,9 @@ STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
     "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n", "yolov8-incep-p2-stockhead": "yolov8n-p2",
     "yolov9t-incep": "yolov9t", "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n",
 }
-STOCK_FILES = {"yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2"}
+STOCK_FILES = {"yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2",
+               "yolov8-p2-incephead": "yolov8n-p2", "yolov8-p2-incephead-deep": "yolov8n-p2",
+               "yolov8-p2-incephead-c2f": "yolov8n-p2"}
 
 
 def main() -> None:

@@ -34,13 +34,14 @@ def test_the_head_yamls_build_a_detect_subclass_without_dense_3x3_convs():
     assert {"yolov8-incep-p2.yaml", "yolo11-incep-p2.yaml", "yolov8-incep-lighthead.yaml"} <= set(HEAD_YAMLS)
     for name in HEAD_YAMLS:
         head = _model(name).model[-1]
-        assert type(head) is DetectIncep and isinstance(head, Detect) and DetectIncep.mirror == "Detect"
+        assert isinstance(head, DetectIncep) and isinstance(head, Detect) and type(head).mirror == "Detect"
         assert any(isinstance(m, InceptionDWConv2d) for m in head.modules())
         dense = [m for m in head.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
         assert not dense, f"{name}: dense spatial convs in the head: {dense}"
 
 
 @pytest.mark.parametrize(("ours", "stock"), [("yolov8-incep-p2.yaml", "yolov8n-p2.yaml"),
+                                             ("yolov8-p2-incephead.yaml", "yolov8n-p2.yaml"),
                                              ("yolov8-incep-lighthead.yaml", "yolov8n.yaml")])
 def test_params_and_gflops_stay_below_the_stock_model(ours, stock):
     (p_ours, g_ours), (p_stock, g_stock) = model_cost(_model(ours), 640), model_cost(DetectionModel(stock), 640)

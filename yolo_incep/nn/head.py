@@ -32,7 +32,7 @@ class DetectIncep(Detect):
     """Detect head: per stride a shared Inception depthwise stem, then depthwise-separable box and class branches."""
 
     mirror = "Detect"
-    depth = 1  # EXPERIMENT: depthwise-separable layers per branch
+    depth = 1  # depthwise-separable layers per branch (stock Detect has two dense 3x3 convs per branch)
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool = False, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, reg_max, end2end, ch)
@@ -56,8 +56,8 @@ class DetectIncep(Detect):
             self.one2one_cv3 = copy.deepcopy(self.cv3)
 
     @staticmethod
-    def _branch(c: int, c2: int, depth: int = 1) -> nn.Sequential:
-        """Depthwise 3x3 conv (BN, SiLU), then the output projection."""
+    def _branch(c: int, c2: int, depth: int) -> nn.Sequential:
+        """`depth` depthwise 3x3 convs (BN, SiLU) with 1x1 Convs between them, then the output projection."""
         layers = [DWConv(c, c, 3)]
         for _ in range(depth - 1):
             layers += [Conv(c, c, 1), DWConv(c, c, 3)]
@@ -93,6 +93,6 @@ class DetectIncep(Detect):
 
 
 class DetectIncep2(DetectIncep):
-    """EXPERIMENT."""
+    """DetectIncep with two depthwise-separable layers per branch: the CPU protocol's test of branch depth."""
 
     depth = 2
