@@ -94,9 +94,7 @@ class _InMemory:
     def __init__(self, model):
         self.model = model
 
-    def predict(self, source, stream: bool = False, predictor: type | None = None, **kwargs):
-        from ultralytics.models.yolo.detect import DetectionPredictor
-
-        predictor = (predictor or DetectionPredictor)(overrides=kwargs)
+    def predict(self, source, stream: bool = False, *, predictor: type, **kwargs):
+        predictor = predictor(overrides=kwargs)  # models.predict passes its per-image-NMS predictor class
         predictor.setup_model(self.model, verbose=False)  # else every epoch logs the device and the fused summary
         return predictor(source, stream=stream)
