@@ -66,12 +66,12 @@ class LayerClock:
         return t
 
 
-def profile(names: list[str], imgsz: int, reps: int) -> dict[str, dict[str, object]]:
+def profile(names: list[str], imgsz: int, reps: int, nc: int | None = None) -> dict[str, dict[str, object]]:
     """Median ms by group and in total for each model, from interleaved fused batch-1 calls."""
     x = torch.randn(1, 3, imgsz, imgsz)
     models, clocks = {}, {}
     for name in names:
-        models[name] = build_model(name).fuse(verbose=False).eval()
+        models[name] = build_model(name, nc).fuse(verbose=False).eval()
         clocks[name] = LayerClock(models[name], imgsz)
     samples = {name: defaultdict(list) for name in names}
     with torch.inference_mode():
@@ -100,7 +100,7 @@ def _order(group: str) -> tuple[int, str]:
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     """Profile the models and add ratios of every group to the first model's total."""
-    results = profile(args.models, args.imgsz, args.reps)
+    results = profile(args.models, args.imgsz, args.reps, args.nc)
     base = results[args.models[0]]["ms"]["total"]
     for r in results.values():
         r["over_" + Path(args.models[0]).stem] = {k: round(v / base, 3) for k, v in r["ms"].items()}
@@ -110,6 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "torch": torch.__version__,
         "imgsz": args.imgsz,
+        "nc": args.nc or "the YAML's (80)",
         "reps": args.reps,
         "note": "PyTorch, fused eval model, batch 1, inference_mode; median ms per group over interleaved calls "
                 "(group medians need not add up to the total median). over_<first model>: each figure divided by the "
@@ -124,6 +125,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=MODELS, help="model YAMLs, baseline first")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--nc", type=int, help="number of classes (default: the YAML's 80; VisDrone has 10)")
     parser.add_argument("--reps", type=int, default=15, help="timed calls per model")
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")
     args = parser.parse_args()

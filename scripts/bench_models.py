@@ -87,7 +87,7 @@ def describe(model) -> dict[str, float]:
 
 def bench_pair(stock_name: str, incep_name: str, args: argparse.Namespace, device: torch.device) -> dict[str, object]:
     """Static figures and interleaved timings of one stock/Inception pair."""
-    models = {stock_name: build_model(stock_name), incep_name: build_model(incep_name)}
+    models = {stock_name: build_model(stock_name, args.nc), incep_name: build_model(incep_name, args.nc)}
     row: dict[str, object] = {name: describe(m) for name, m in models.items()}
     timings = {"latency_ms": {k: fused_forward(m, args.imgsz, device) for k, m in models.items()}}
     if args.onnx:
@@ -130,6 +130,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "threads": torch.get_num_threads(),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(unset)"),
         "torch": torch.__version__,
+        "nc": args.nc or "the YAML's (80)",
         "latency": {"imgsz": args.imgsz, "batch": 1, "reps": args.reps},
         "train_step": {"imgsz": args.train_imgsz, "batch": args.train_batch, "reps": args.train_reps},
         "note": "medians of interleaved repetitions (stock and Inception alternate, so load from other processes on "
@@ -148,6 +149,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--imgsz", type=int, default=640, help="latency input size")
+    parser.add_argument("--nc", type=int, help="number of classes (default: the YAML's 80; VisDrone has 10, and "
+                        "the stock class branch is max(P3 or P2 channels, nc) wide)")
     parser.add_argument("--reps", type=int, default=15, help="latency repetitions per model")
     parser.add_argument("--train-imgsz", type=int, default=640)
     parser.add_argument("--train-batch", type=int, default=8)

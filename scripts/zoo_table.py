@@ -19,7 +19,9 @@ STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
 }
 STOCK_FILES = {"yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2",
                "yolov8-p2-incephead": "yolov8n-p2", "yolov8-p2-incephead-deep": "yolov8n-p2",
-               "yolov8-p2-incephead-c2f": "yolov8n-p2"}
+               "yolov8-p2-incephead-c2f": "yolov8n-p2", "yolov8-p2-incephead-cls1": "yolov8n-p2",
+               "yolov8-p2-incephead-cls2": "yolov8n-p2", "yolov8-p2-incephead-box2": "yolov8n-p2",
+               "yolov8-p2-incephead-wide": "yolov8n-p2"}
 
 
 def main() -> None:

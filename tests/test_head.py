@@ -36,8 +36,12 @@ def test_the_head_yamls_build_a_detect_subclass_without_dense_3x3_convs():
         head = _model(name).model[-1]
         assert isinstance(head, DetectIncep) and isinstance(head, Detect) and type(head).mirror == "Detect"
         assert any(isinstance(m, InceptionDWConv2d) for m in head.modules())
-        dense = [m for m in head.modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
-        assert not dense, f"{name}: dense spatial convs in the head: {dense}"
+        dense = [n for n, m in head.named_modules()
+                 if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
+        # only the dense-branch experiments have any: exactly dense_box / dense_cls per stride, in that branch
+        for branch, count in (("cv2.", type(head).dense_box), ("cv3.", type(head).dense_cls)):
+            assert len([n for n in dense if n.startswith(branch)]) == count * head.nl, f"{name}: {branch} {dense}"
+        assert all(n.startswith(("cv2.", "cv3.")) for n in dense), f"{name}: dense spatial convs in the stem"
 
 
 @pytest.mark.parametrize(("ours", "stock"), [("yolov8-incep-p2.yaml", "yolov8n-p2.yaml"),

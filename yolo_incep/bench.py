@@ -45,12 +45,12 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], reps: int,
     return {name: statistics.median(s) for name, s in samples.items()}
 
 
-def build_model(name: str):
-    """A DetectionModel from a YAML name with seed-0 random weights (nothing is downloaded)."""
+def build_model(name: str, nc: int | None = None):
+    """A DetectionModel from a YAML name with seed-0 random weights (nothing is downloaded); nc None: the YAML's."""
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
-    return DetectionModel(name, verbose=False)
+    return DetectionModel(name, nc=nc, verbose=False)
 
 
 def fused_forward(model, imgsz: int, device: torch.device) -> Callable[[], object]:

@@ -39,13 +39,18 @@ class Arm:
 
 GRIDS: dict[str, tuple[Arm, ...]] = {
     # Baseline first. The two main arms get 2 seeds, the P2 arms 1 (each ~42 min on 2 cores).
-    # The P2 Inception arm is the DetectIncep model; its stock-head form comes last, where time allows.
+    # The P2 Inception arm is the DetectIncep model; its stock-head form and the cheap-head experiments (each against
+    # stock P2) follow, where time allows.
     "cpu": (Arm("yolov8n", "yolov8n.yaml", (0, 1)), Arm("yolov8n-incep", "yolov8n-incep.yaml", (0, 1)),
             Arm("yolov8n-p2", "yolov8n-p2.yaml"), Arm("yolov8n-incep-p2", "yolov8n-incep-p2.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-incep-p2-stockhead", "yolov8n-incep-p2-stockhead.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead", "yolov8n-p2-incephead.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead-deep", "yolov8n-p2-incephead-deep.yaml", versus="yolov8n-p2"),
-            Arm("yolov8n-p2-incephead-c2f", "yolov8n-p2-incephead-c2f.yaml", versus="yolov8n-p2")),
+            Arm("yolov8n-p2-incephead-c2f", "yolov8n-p2-incephead-c2f.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-cls1", "yolov8n-p2-incephead-cls1.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-cls2", "yolov8n-p2-incephead-cls2.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-box2", "yolov8n-p2-incephead-box2.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-wide", "yolov8n-p2-incephead-wide.yaml", versus="yolov8n-p2")),
     # The layer-scale study, most telling arms first (a partial study still compares paper vs large init).
     "study": (Arm("yolov8n", "yolov8n.yaml"),
               Arm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),

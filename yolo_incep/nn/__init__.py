@@ -5,7 +5,15 @@ from torchvision.ops import StochasticDepth
 
 from .backbone import InceptionNeXtStage, InceptionNeXtStem
 from .blocks import C2fIncep, C3Incep, C3k2Incep, ELAN1Incep, RepNCSPELAN4Incep
-from .head import DetectIncep, DetectIncep2, MatmulDFL
+from .head import (
+    DetectIncep,
+    DetectIncep2,
+    DetectIncepBox2,
+    DetectIncepCls1,
+    DetectIncepCls2,
+    DetectIncepWide,
+    MatmulDFL,
+)
 from .layers import ConvMlp, InceptionDWConv2d, MetaNeXtBlock
 
 __all__ = (
@@ -15,6 +23,10 @@ __all__ = (
     "ConvMlp",
     "DetectIncep",
     "DetectIncep2",
+    "DetectIncepBox2",
+    "DetectIncepCls1",
+    "DetectIncepCls2",
+    "DetectIncepWide",
     "ELAN1Incep",
     "InceptionDWConv2d",
     "InceptionNeXtStage",

@@ -33,21 +33,32 @@ class DetectIncep(Detect):
 
     mirror = "Detect"
     depth = 1  # depthwise-separable layers per branch (stock Detect has two dense 3x3 convs per branch)
+    dense_box = 0  # dense 3x3 convs in the box branch, at the stock box width; 0: depthwise-separable
+    dense_cls = 0  # dense 3x3 convs in the class branch, at the stock class width; 0: depthwise-separable
+    narrow = True  # hidden width capped at each stride's input channels (32 at P2 for n); False: the box width
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool = False, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, reg_max, end2end, ch)
         # one hidden width for both branches: the input's, capped at the stock box branch width (64 for reg_max 16;
         # the stock class branch is wider, max(ch[0], nc)), as at P2 every channel spans 160x160 px at 640
         c2 = max(16, ch[0] // 4, 4 * self.reg_max)
-        c_ = [min(x, c2) for x in ch]
+        c_ = [min(x, c2) if self.narrow else c2 for x in ch]
         # branch_ratio 1/4: the head has no MLP after the mixer, so 3/4 of the channels get spatial context (the
         # backbone's 1/8 leaves 5/8 as identity)
         self.stem = nn.ModuleList(
             nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
             for x, c in zip(ch, c_)
         )
-        self.cv2 = nn.ModuleList(self._branch(c, 4 * self.reg_max, self.depth) for c in c_)
-        self.cv3 = nn.ModuleList(self._branch(c, self.nc, self.depth) for c in c_)
+        self.cv2 = nn.ModuleList(
+            self._dense(c, c2, 4 * self.reg_max, self.dense_box) if self.dense_box
+            else self._branch(c, 4 * self.reg_max, self.depth)
+            for c in c_
+        )
+        c3 = max(ch[0], min(self.nc, 100))  # the stock class branch width
+        self.cv3 = nn.ModuleList(
+            self._dense(c, c3, self.nc, self.dense_cls) if self.dense_cls else self._branch(c, self.nc, self.depth)
+            for c in c_
+        )
         if self.reg_max > 1:
             self.dfl = MatmulDFL(self.reg_max)
         if end2end:
@@ -62,6 +73,11 @@ class DetectIncep(Detect):
         for _ in range(depth - 1):
             layers += [Conv(c, c, 1), DWConv(c, c, 3)]
         return nn.Sequential(*layers, nn.Conv2d(c, c2, 1))
+
+    @staticmethod
+    def _dense(c: int, c_: int, c2: int, depth: int) -> nn.Sequential:
+        """`depth` dense 3x3 Convs of width c_, then the output projection (stock Detect's branch for depth 2)."""
+        return nn.Sequential(*(Conv(c if i == 0 else c_, c_, 3) for i in range(depth)), nn.Conv2d(c_, c2, 1))
 
     def fuse(self) -> None:
         """Drop the branch that inference does not use, if there is a one-to-one head."""
@@ -96,3 +112,27 @@ class DetectIncep2(DetectIncep):
     """DetectIncep with two depthwise-separable layers per branch: the CPU protocol's test of branch depth."""
 
     depth = 2
+
+
+class DetectIncepCls1(DetectIncep):
+    """DetectIncep with one dense 3x3 conv in the class branch: the CPU protocol's test of dense class convs."""
+
+    dense_cls = 1
+
+
+class DetectIncepCls2(DetectIncep):
+    """DetectIncep with the stock two dense 3x3 convs in the class branch."""
+
+    dense_cls = 2
+
+
+class DetectIncepBox2(DetectIncep):
+    """DetectIncep with the stock two dense 3x3 convs in the box branch."""
+
+    dense_box = 2
+
+
+class DetectIncepWide(DetectIncep):
+    """DetectIncep whose hidden width is the box width (64 for n) at every stride, P2 included."""
+
+    narrow = False
