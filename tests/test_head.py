@@ -30,7 +30,7 @@ def _model(name: str, scale: str = "n", seed: int = 0) -> DetectionModel:
     return model
 
 
-def test_the_head_yamls_build_a_detect_subclass_without_dense_3x3_convs():
+def test_the_head_yamls_build_a_detect_subclass_with_dense_3x3_convs_only_where_their_class_says():
     assert {"yolov8-incep-p2.yaml", "yolo11-incep-p2.yaml", "yolov8-incep-lighthead.yaml"} <= set(HEAD_YAMLS)
     for name in HEAD_YAMLS:
         head = _model(name).model[-1]
