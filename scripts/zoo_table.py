@@ -14,14 +14,19 @@ from yolo_incep.plugin import MODEL_YAMLS, model_scale
 from yolo_incep.swap import build_stats, stock_twin
 
 STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
-    "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n", "yolov8-incep-p2-stockhead": "yolov8n-p2",
+    "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n",
     "yolov9t-incep": "yolov9t", "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n",
 }
-STOCK_FILES = {"yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2",
-               "yolov8-p2-incephead": "yolov8n-p2", "yolov8-p2-incephead-deep": "yolov8n-p2",
-               "yolov8-p2-incephead-c2f": "yolov8n-p2", "yolov8-p2-incephead-cls1": "yolov8n-p2",
-               "yolov8-p2-incephead-cls2": "yolov8n-p2", "yolov8-p2-incephead-box2": "yolov8n-p2",
-               "yolov8-p2-incephead-wide": "yolov8n-p2"}
+STOCK_FILES = {  # by name prefix: a YAML and its experiments ("<name>-...") face the same stock file
+    "yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2",
+    "yolov8-p2-incephead": "yolov8n-p2",
+}
+
+
+def stock_file(stem: str) -> str | None:
+    """The stock file a YAML faces: that of the longest STOCK_FILES name it equals or extends with "-..."."""
+    names = [n for n in STOCK_FILES if stem == n or stem.startswith(n + "-")]
+    return STOCK_FILES[max(names, key=len)] if names else None
 
 
 def main() -> None:
@@ -32,8 +37,7 @@ def main() -> None:
         d = yaml_model_load(path)
         d["scale"] = model_scale(d)  # the name carries no letter: the first (smallest) scale
         name = path.stem.replace("-", f"{d['scale']}-", 1) if d["scale"] else path.stem
-        if path.stem in STOCK_FILES:
-            label = STOCK_FILES[path.stem]
+        if label := stock_file(path.stem):
             twin = yaml_model_load(f"{label}.yaml")
         else:
             twin, label = stock_twin(d), STOCK_NAMES.get(path.stem, f"{path.stem} with stock blocks")
