@@ -13,7 +13,7 @@ from ultralytics.nn.modules.block import DFL
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
 from yolo_incep.bench import model_cost
-from yolo_incep.nn import DetectIncep, InceptionDWConv2d, MatmulDFL
+from yolo_incep.nn import DetectIncep, DetectIncepCls1, DetectIncepCls1Split, InceptionDWConv2d, MatmulDFL
 from yolo_incep.plugin import MODEL_YAMLS
 
 INCEP_YAMLS = sorted(p.name for p in MODEL_YAMLS.glob("*.yaml"))
@@ -42,6 +42,21 @@ def test_the_head_yamls_build_a_detect_subclass_with_dense_3x3_convs_only_where_
         for branch, count in (("cv2.", type(head).dense_box), ("cv3.", type(head).dense_cls)):
             assert len([n for n in dense if n.startswith(branch)]) == count * head.nl, f"{name}: {branch} {dense}"
         assert all(n.startswith(("cv2.", "cv3.")) for n in dense), f"{name}: dense spatial convs in the stem"
+
+
+def test_a_split_stem_head_is_the_shared_one_with_a_copy_of_the_stem_in_each_branch():
+    ch = (32, 64, 128)
+    torch.manual_seed(0)
+    shared = DetectIncepCls1(nc=10, ch=ch).eval()
+    torch.manual_seed(0)  # same draws in the same order: the split head starts from the same weights
+    split = DetectIncepCls1Split(nc=10, ch=ch).eval()
+    assert all(isinstance(m, nn.Identity) for m in split.stem)
+    for i in range(len(ch)):  # each branch owns its stem: no module shared between the box and class branches
+        assert isinstance(split.cv2[i][0], InceptionDWConv2d) and isinstance(split.cv3[i][0], InceptionDWConv2d)
+        assert split.cv2[i][0] is not split.cv3[i][0]
+    shared.stride = split.stride = torch.tensor([8.0, 16.0, 32.0])
+    x = [torch.randn(1, c, 64 // 2**i, 64 // 2**i) for i, c in enumerate(ch)]
+    torch.testing.assert_close(split(x)[0], shared(x)[0])
 
 
 @pytest.mark.parametrize(("ours", "stock"), [("yolov8-incep-p2.yaml", "yolov8n-p2.yaml"),

@@ -81,12 +81,16 @@ def test_checkpoint_state(tmp_path):
     assert recipe.checkpoint_state(tmp_path / "last.pt") == "done"
 
 
-def test_unknown_arm_is_a_one_line_error():
+@pytest.mark.parametrize("argv, message", [
+    (["--arms", "nope"], "--arms: nope not in the smoke grid"),
+    (["--seeds", "7"], "--seeds: no arm to run has seed 7"),
+])
+def test_an_arm_or_seed_not_in_the_grid_is_a_one_line_error(argv, message):
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        rc = cli.main(["bench", "--budget", "smoke", "--arms", "nope"])
+        rc = cli.main(["bench", "--budget", "smoke", *argv])
     err = err.getvalue()
-    assert rc == 2 and "--arms: nope not in the smoke grid" in err and "Traceback" not in err
+    assert rc == 2 and message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("value, expected", [("", None), ("1", 1), ("3", 3)])

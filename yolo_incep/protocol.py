@@ -50,7 +50,10 @@ GRIDS: dict[str, tuple[Arm, ...]] = {
             Arm("yolov8n-p2-incephead-cls1", "yolov8n-p2-incephead-cls1.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead-cls2", "yolov8n-p2-incephead-cls2.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead-box2", "yolov8n-p2-incephead-box2.yaml", versus="yolov8n-p2"),
-            Arm("yolov8n-p2-incephead-wide", "yolov8n-p2-incephead-wide.yaml", versus="yolov8n-p2")),
+            Arm("yolov8n-p2-incephead-wide", "yolov8n-p2-incephead-wide.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-c2f-cls1", "yolov8n-p2-incephead-c2f-cls1.yaml", (0, 1), versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-c2f-split", "yolov8n-p2-incephead-c2f-split.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-incephead-dense", "yolov8n-p2-incephead-dense.yaml", versus="yolov8n-p2")),
     # The layer-scale study, most telling arms first (a partial study still compares paper vs large init).
     "study": (Arm("yolov8n", "yolov8n.yaml"),
               Arm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),
@@ -196,6 +199,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder (default: docs/results/bench_small_<budget>)")
     parser.add_argument("--arms", nargs="+", default=None, help="arm names of the budget's grid to run (default: all)")
+    parser.add_argument("--seeds", nargs="+", type=int, default=None,
+                        help="only these seeds of each arm (default: all): two processes can train one arm's seeds")
     parser.add_argument("--sitting-minutes", type=float, default=0,
                         help="stop cleanly after the epoch that would cross this many minutes; rerun to resume")
     parser.add_argument("--no-compare", action="store_true", help="train only")
@@ -214,6 +219,11 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--arms: {', '.join(unknown)} not in the {args.budget} grid "
                              f"({', '.join(a.name for a in grid)})")
         grid = tuple(a for a in grid if a.name in args.arms)
+    if args.seeds:
+        grid = tuple(replace(a, seeds=tuple(s for s in a.seeds if s in args.seeds)) for a in grid)
+        grid = tuple(a for a in grid if a.seeds)
+        if not grid:
+            raise InputError(f"--seeds: no arm to run has seed {' or '.join(map(str, args.seeds))}")
     out = args.out or Path("docs/results") / f"bench_small_{args.budget}"
     ws = Workspace(args.work or Path("runs/bench_small") / args.budget, budget, out)
     data = ws.prepare()
@@ -260,7 +270,8 @@ def evaluate(ws: Workspace, grid, runs: list[dict], out: Path, args: argparse.Na
 
 def _command(args: argparse.Namespace) -> str:
     """The command that reproduces this report."""
-    words = ["yolo-incep", "bench", "--budget", args.budget] + (["--arms", *args.arms] if args.arms else [])
+    words = (["yolo-incep", "bench", "--budget", args.budget] + (["--arms", *args.arms] if args.arms else [])
+             + (["--seeds", *map(str, args.seeds)] if args.seeds else []))
     return " ".join(words + (["--device", args.device] if args.device else []))
 
 

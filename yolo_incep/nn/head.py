@@ -36,6 +36,7 @@ class DetectIncep(Detect):
     dense_box = 0  # dense 3x3 convs in the box branch, at the stock box width; 0: depthwise-separable
     dense_cls = 0  # dense 3x3 convs in the class branch, at the stock class width; 0: depthwise-separable
     narrow = True  # hidden width capped at each stride's input channels (32 at P2 for n); False: the box width
+    shared_stem = True  # one stem per stride feeds both branches; False: each branch starts with its own stem
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool = False, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, reg_max, end2end, ch)
@@ -45,20 +46,18 @@ class DetectIncep(Detect):
         c_ = [min(x, c2) if self.narrow else c2 for x in ch]
         # branch_ratio 1/4: the head has no MLP after the mixer, so 3/4 of the channels get spatial context (the
         # backbone's 1/8 leaves 5/8 as identity)
-        self.stem = nn.ModuleList(
-            nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
-            for x, c in zip(ch, c_)
-        )
-        self.cv2 = nn.ModuleList(
-            self._dense(c, c2, 4 * self.reg_max, self.dense_box) if self.dense_box
-            else self._branch(c, 4 * self.reg_max, self.depth)
-            for c in c_
-        )
+        stem = [nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
+                for x, c in zip(ch, c_)]
+        box = [self._dense(c, c2, 4 * self.reg_max, self.dense_box) if self.dense_box
+               else self._branch(c, 4 * self.reg_max, self.depth) for c in c_]
         c3 = max(ch[0], min(self.nc, 100))  # the stock class branch width
-        self.cv3 = nn.ModuleList(
-            self._dense(c, c3, self.nc, self.dense_cls) if self.dense_cls else self._branch(c, self.nc, self.depth)
-            for c in c_
-        )
+        cls = [self._dense(c, c3, self.nc, self.dense_cls) if self.dense_cls else self._branch(c, self.nc, self.depth)
+               for c in c_]
+        if not self.shared_stem:  # the stem moves into each branch (a copy each); the shared one is a no-op
+            box = [nn.Sequential(*s, *b) for s, b in zip(stem, box)]
+            cls = [nn.Sequential(*copy.deepcopy(s), *b) for s, b in zip(stem, cls)]
+            stem = [nn.Identity() for _ in ch]
+        self.stem, self.cv2, self.cv3 = nn.ModuleList(stem), nn.ModuleList(box), nn.ModuleList(cls)
         if self.reg_max > 1:
             self.dfl = MatmulDFL(self.reg_max)
         if end2end:
@@ -136,3 +135,16 @@ class DetectIncepWide(DetectIncep):
     """DetectIncep whose hidden width is the box width (64 for n) at every stride, P2 included."""
 
     narrow = False
+
+
+class DetectIncepDense(DetectIncep):
+    """DetectIncep with the stock dense box and class branches: stock Detect behind the shared Inception stem."""
+
+    dense_box = 2
+    dense_cls = 2
+
+
+class DetectIncepCls1Split(DetectIncepCls1):
+    """DetectIncepCls1 whose box and class branches each start with their own stem instead of sharing one."""
+
+    shared_stem = False
