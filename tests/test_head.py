@@ -13,7 +13,14 @@ from ultralytics.nn.modules.block import DFL
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load
 
 from yolo_incep.bench import model_cost
-from yolo_incep.nn import DetectIncep, DetectIncepCls1, DetectIncepCls1Split, InceptionDWConv2d, MatmulDFL
+from yolo_incep.nn import (
+    DetectIncep,
+    DetectIncepCls1,
+    DetectIncepCls1Split,
+    DetectIncepStemless,
+    InceptionDWConv2d,
+    MatmulDFL,
+)
 from yolo_incep.plugin import MODEL_YAMLS
 
 INCEP_YAMLS = sorted(p.name for p in MODEL_YAMLS.glob("*.yaml"))
@@ -35,7 +42,8 @@ def test_the_head_yamls_build_a_detect_subclass_with_dense_3x3_convs_only_where_
     for name in HEAD_YAMLS:
         head = _model(name).model[-1]
         assert isinstance(head, DetectIncep) and isinstance(head, Detect) and type(head).mirror == "Detect"
-        assert any(isinstance(m, InceptionDWConv2d) for m in head.modules())
+        # every head has the Inception stem but the stemless experiment, which has none
+        assert any(isinstance(m, InceptionDWConv2d) for m in head.modules()) == type(head).inception_stem, name
         dense = [n for n, m in head.named_modules()
                  if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
         # only the dense-branch experiments have any: exactly dense_box / dense_cls per stride, in that branch
@@ -57,6 +65,23 @@ def test_a_split_stem_head_is_the_shared_one_with_a_copy_of_the_stem_in_each_bra
     shared.stride = split.stride = torch.tensor([8.0, 16.0, 32.0])
     x = [torch.randn(1, c, 64 // 2**i, 64 // 2**i) for i, c in enumerate(ch)]
     torch.testing.assert_close(split(x)[0], shared(x)[0])
+
+
+def test_a_stemless_head_reads_the_neck_maps_and_works_at_the_stock_branch_widths():
+    ch, nc = (32, 64, 128), 10
+    ours = DetectIncepStemless(nc=nc, ch=ch)
+    stock = Detect(nc=nc, ch=ch)  # the widths stock Detect gives these maps: box 64, class max(ch[0], nc)
+    assert all(isinstance(m, nn.Identity) for m in ours.stem)
+    for i, c in enumerate(ch):
+        for branch, widths in ((ours.cv2[i], stock.cv2[i]), (ours.cv3[i], stock.cv3[i])):
+            first, widen, second, out = branch
+            assert first.conv.groups == first.conv.in_channels == c  # depthwise over the neck's map
+            assert widen.conv.kernel_size == (1, 1) and second.conv.groups == second.conv.in_channels
+            assert widen.conv.out_channels == second.conv.out_channels == widths[-1].in_channels
+            assert out.out_channels == widths[-1].out_channels
+    ours.stride = torch.tensor([8.0, 16.0, 32.0])
+    y = ours.eval()([torch.randn(1, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate(ch)])[0]
+    assert y.shape == (1, 4 + nc, 32 * 32 + 16 * 16 + 8 * 8)
 
 
 @pytest.mark.parametrize(("ours", "stock"), [("yolov8-incep-p2.yaml", "yolov8n-p2.yaml"),

@@ -13,6 +13,7 @@ from .head import (
     DetectIncepCls1Split,
     DetectIncepCls2,
     DetectIncepDense,
+    DetectIncepStemless,
     DetectIncepWide,
     MatmulDFL,
 )
@@ -30,6 +31,7 @@ __all__ = (
     "DetectIncepCls1Split",
     "DetectIncepCls2",
     "DetectIncepDense",
+    "DetectIncepStemless",
     "DetectIncepWide",
     "ELAN1Incep",
     "InceptionDWConv2d",

@@ -1,8 +1,8 @@
 """Detection head whose box and class branches are Inception depthwise + pointwise convs instead of dense 3x3 convs.
 
 Dense 3x3 convs of 64-80 channels made the stock Detect head about half of yolov8n-p2's CPU time, most of it in the
-stride-4 branch, which runs over 160x160 px at 640 (scripts/bench_layer_cost.py, README). Here every stride shares one Inception depthwise
-stem between its box and class branches, each branch is one depthwise-separable conv, and all of them are at most
+stride-4 branch, which runs over 160x160 px at 640 (scripts/bench_layer_cost.py, README). Here every stride shares
+one Inception depthwise stem between its box and class branches, each branch is one depthwise-separable conv, and all of them are at most
 as wide as the stock box branch.
 """
 
@@ -37,6 +37,7 @@ class DetectIncep(Detect):
     dense_cls = 0  # dense 3x3 convs in the class branch, at the stock class width; 0: depthwise-separable
     narrow = True  # hidden width capped at each stride's input channels (32 at P2 for n); False: the box width
     shared_stem = True  # one stem per stride feeds both branches; False: each branch starts with its own stem
+    inception_stem = True  # False: no stem; each branch reads the neck's map and widens to the stock width
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool = False, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, reg_max, end2end, ch)
@@ -48,12 +49,16 @@ class DetectIncep(Detect):
         # backbone's 1/8 leaves 5/8 as identity)
         stem = [nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
                 for x, c in zip(ch, c_)]
-        box = [self._dense(c, c2, 4 * self.reg_max, self.dense_box) if self.dense_box
-               else self._branch(c, 4 * self.reg_max, self.depth) for c in c_]
         c3 = max(ch[0], min(self.nc, 100))  # the stock class branch width
-        cls = [self._dense(c, c3, self.nc, self.dense_cls) if self.dense_cls else self._branch(c, self.nc, self.depth)
-               for c in c_]
-        if not self.shared_stem:  # the stem moves into each branch (a copy each); the shared one is a no-op
+        if self.inception_stem:  # branches read the stem's output and keep its width
+            c_in, h_box, h_cls = c_, c_, c_
+        else:  # as YOLO11's class branch: a depthwise conv over the neck's map, then the stock widths
+            stem, c_in, h_box, h_cls = [nn.Identity() for _ in ch], list(ch), [c2] * len(ch), [c3] * len(ch)
+        box = [self._dense(c, c2, 4 * self.reg_max, self.dense_box) if self.dense_box
+               else self._branch(c, h, 4 * self.reg_max, self.depth) for c, h in zip(c_in, h_box)]
+        cls = [self._dense(c, c3, self.nc, self.dense_cls) if self.dense_cls
+               else self._branch(c, h, self.nc, self.depth) for c, h in zip(c_in, h_cls)]
+        if self.inception_stem and not self.shared_stem:  # the stem moves into each branch (a copy each)
             box = [nn.Sequential(*s, *b) for s, b in zip(stem, box)]
             cls = [nn.Sequential(*copy.deepcopy(s), *b) for s, b in zip(stem, cls)]
             stem = [nn.Identity() for _ in ch]
@@ -66,11 +71,12 @@ class DetectIncep(Detect):
             self.one2one_cv3 = copy.deepcopy(self.cv3)
 
     @staticmethod
-    def _branch(c: int, c2: int, depth: int) -> nn.Sequential:
-        """`depth` depthwise 3x3 convs (BN, SiLU) with 1x1 Convs between them, then the output projection."""
-        layers = [DWConv(c, c, 3)]
+    def _branch(c1: int, c_: int, c2: int, depth: int) -> nn.Sequential:
+        """`depth` depthwise 3x3 convs (BN, SiLU), 1x1 Convs to c_ channels between them, then the output projection."""
+        layers, c = [DWConv(c1, c1, 3)], c1
         for _ in range(depth - 1):
-            layers += [Conv(c, c, 1), DWConv(c, c, 3)]
+            layers += [Conv(c, c_, 1), DWConv(c_, c_, 3)]
+            c = c_
         return nn.Sequential(*layers, nn.Conv2d(c, c2, 1))
 
     @staticmethod
@@ -148,3 +154,10 @@ class DetectIncepCls1Split(DetectIncepCls1):
     """DetectIncepCls1 whose box and class branches each start with their own stem instead of sharing one."""
 
     shared_stem = False
+
+
+class DetectIncepStemless(DetectIncep):
+    """DetectIncep without its stem: two depthwise-separable layers per branch at the stock widths (YOLO11-style)."""
+
+    inception_stem = False
+    depth = 2
