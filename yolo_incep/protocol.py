@@ -43,7 +43,8 @@ GRIDS: dict[str, tuple[Arm, ...]] = {
     # The P2 Inception arm is the DetectIncep model; its stock-head form and the cheap-head experiments (each against
     # stock P2) follow, where time allows.
     "cpu": (Arm("yolov8n", "yolov8n.yaml", (0, 1)), Arm("yolov8n-incep", "yolov8n-incep.yaml", (0, 1)),
-            Arm("yolov8n-p2", "yolov8n-p2.yaml", (0, 1)), Arm("yolov8n-incep-p2", "yolov8n-incep-p2.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2", "yolov8n-p2.yaml", (0, 1)),
+            Arm("yolov8n-incep-p2", "yolov8n-incep-p2.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-incep-p2-stockhead", "yolov8n-incep-p2-stockhead.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead", "yolov8n-p2-incephead.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead-deep", "yolov8n-p2-incephead-deep.yaml", versus="yolov8n-p2"),

@@ -2,8 +2,8 @@
 
 Dense 3x3 convs of 64-80 channels made the stock Detect head about half of yolov8n-p2's CPU time, most of it in the
 stride-4 branch, which runs over 160x160 px at 640 (scripts/bench_layer_cost.py, README). Here every stride shares
-one Inception depthwise stem between its box and class branches, each branch is one depthwise-separable conv, and all of them are at most
-as wide as the stock box branch.
+one Inception depthwise stem between its box and class branches, each branch is one depthwise-separable conv, and all
+of them are at most as wide as the stock box branch.
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ class DetectIncep(Detect):
         # the stock class branch is wider, max(ch[0], nc)), as at P2 every channel spans 160x160 px at 640
         c2 = max(16, ch[0] // 4, 4 * self.reg_max)
         c_ = [min(x, c2) if self.narrow else c2 for x in ch]
-        # branch_ratio 1/4: the head has no MLP after the mixer, so 3/4 of the channels get spatial context (the
-        # backbone's 1/8 leaves 5/8 as identity)
-        stem = [nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
-                for x, c in zip(ch, c_)]
         c3 = max(ch[0], min(self.nc, 100))  # the stock class branch width
         if self.inception_stem:  # branches read the stem's output and keep its width
+            # branch_ratio 1/4: the head has no MLP after the mixer, so 3/4 of the channels get spatial context (the
+            # backbone's 1/8 leaves 5/8 as identity)
+            stem = [nn.Sequential(InceptionDWConv2d(x, band_kernel_size=11, branch_ratio=0.25), Conv(x, c, 1))
+                    for x, c in zip(ch, c_)]
             c_in, h_box, h_cls = c_, c_, c_
-        else:  # as YOLO11's class branch: a depthwise conv over the neck's map, then the stock widths
+        else:  # as YOLO11's class branch less its second 1x1 Conv: depthwise over the neck's map, then stock widths
             stem, c_in, h_box, h_cls = [nn.Identity() for _ in ch], list(ch), [c2] * len(ch), [c3] * len(ch)
         box = [self._dense(c, c2, 4 * self.reg_max, self.dense_box) if self.dense_box
                else self._branch(c, h, 4 * self.reg_max, self.depth) for c, h in zip(c_in, h_box)]
