@@ -19,7 +19,7 @@ STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
 }
 STOCK_FILES = {  # by name prefix: a YAML and its experiments ("<name>-...") face the same stock file
     "yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2",
-    "yolov8-p2-incephead": "yolov8n-p2",
+    "yolov8-p2-incephead": "yolov8n-p2", "yolov8-p2-narrowhead": "yolov8n-p2",
 }
 
 

@@ -279,8 +279,28 @@ def test_whole_image_prediction_keeps_every_image_past_the_nms_time_limit(data, 
 
     clock = iter(range(0, 10**6, 100))  # every reading of NMS's clock is 100 s after the last
     monkeypatch.setattr(nms, "time", type("Clock", (), {"time": staticmethod(lambda: next(clock))}))
-    stock = yolo.predict([str(p) for p in images], batch=4, verbose=False, save=False, predictor=DetectionPredictor,
-                         **args)
+    stock = yolo.predict([str(p) for p in images], batch=4, rect=False, verbose=False, save=False,
+                         predictor=DetectionPredictor, **args)  # rect=False: square letterbox, as ours
     assert [len(r.boxes) for r in stock] == alone[:1] + [0, 0, 0]  # the failure this guards against
     dets = predict(yolo, images, batch=4, **args)
     assert [sum(d["image_id"] == i for d in dets) for i in range(1, 5)] == alone
+
+
+def test_whole_image_prediction_runs_batch_images_at_a_time_and_batching_changes_no_box(data, tmp_path):
+    """Ultralytics infers a list source as one batch, whatever `batch` says (60 frames at 1536 px held ~17 GB)."""
+    import cv2
+    from ultralytics import YOLO
+
+    from yolo_incep.eval.models import predict
+
+    images, _ = coco.load_data_yaml(data, "val")
+    tall = tmp_path / "tall.jpg"  # a second shape: with predict's default rect=True, padding depends on the batch
+    cv2.imwrite(str(tall), cv2.imread(str(images[0])).transpose(1, 0, 2))
+    images = [*images, tall]
+    yolo = YOLO("yolov8n.yaml")
+    sizes = []
+    yolo.model.register_forward_hook(lambda m, x, y: sizes.append(len(x[0])))
+    args = dict(imgsz=64, device="cpu", conf=0.0, iou=0.7, max_det=20)
+    by_batch = {b: sorted(predict(yolo, images, batch=b, **args), key=json.dumps) for b in (1, 2, 5)}
+    assert sizes[-4:] == [2, 2, 1, 5]  # batch 2: forwards of 2, 2 and 1 images; then batch 5: one of 5
+    assert by_batch[1] == by_batch[2] == by_batch[5]

@@ -17,6 +17,7 @@ from yolo_incep.nn import (
     DetectIncep,
     DetectIncepCls1,
     DetectIncepCls1Split,
+    DetectIncepNarrow,
     DetectIncepStemless,
     InceptionDWConv2d,
     MatmulDFL,
@@ -82,6 +83,17 @@ def test_a_stemless_head_reads_the_neck_maps_and_works_at_the_stock_branch_width
     ours.stride = torch.tensor([8.0, 16.0, 32.0])
     y = ours.eval()([torch.randn(1, c, 32 // 2**i, 32 // 2**i) for i, c in enumerate(ch)])[0]
     assert y.shape == (1, 4 + nc, 32 * 32 + 16 * 16 + 8 * 8)
+
+
+def test_a_narrow_head_is_stock_detect_with_each_branch_at_most_as_wide_as_its_input():
+    ch, nc = (32, 64, 128), 80
+    ours, stock = DetectIncepNarrow(nc=nc, ch=ch), Detect(nc=nc, ch=ch)  # stock: box 64, class 80 at every stride
+    for i, c in enumerate(ch):
+        for branch, widths in ((ours.cv2[i], stock.cv2[i]), (ours.cv3[i], stock.cv3[i])):
+            assert [(m.conv.kernel_size, m.conv.groups) for m in branch[:-1]] == [((3, 3), 1)] * 2
+            assert [m.conv.out_channels for m in branch[:-1]] == [min(c, m.conv.out_channels) for m in widths[:-1]]
+            assert branch[-1].out_channels == widths[-1].out_channels
+    assert [b[0].conv.out_channels for b in ours.cv3] == [32, 64, 80]
 
 
 @pytest.mark.parametrize(("ours", "stock"), [("yolov8-incep-p2.yaml", "yolov8n-p2.yaml"),

@@ -40,7 +40,7 @@ def test_the_zoo_has_every_yaml_of_the_issue():
 def test_builds_and_runs_forward_and_backward_at_320(name, scale):
     torch.manual_seed(0)
     model = _build(name, scale).train()
-    # every YAML has Inception layers but the protocol's control without the head's stem (stock backbone and neck)
+    # every YAML has Inception layers but the protocol's controls whose head has no stem (stock backbone and neck)
     stemless = getattr(model.model[-1], "inception_stem", True) is False
     assert any(isinstance(m, InceptionDWConv2d) for m in model.modules()) != stemless
     p2 = "p2" in name

@@ -56,7 +56,9 @@ GRIDS: dict[str, tuple[Arm, ...]] = {
             Arm("yolov8n-p2-incephead-c2f-cls1", "yolov8n-p2-incephead-c2f-cls1.yaml", (0, 1), versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead-c2f-split", "yolov8n-p2-incephead-c2f-split.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-incephead-dense", "yolov8n-p2-incephead-dense.yaml", versus="yolov8n-p2"),
-            Arm("yolov8n-p2-incephead-stemless", "yolov8n-p2-incephead-stemless.yaml", versus="yolov8n-p2")),
+            Arm("yolov8n-p2-incephead-stemless", "yolov8n-p2-incephead-stemless.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-p2-narrowhead", "yolov8n-p2-narrowhead.yaml", (0, 1), versus="yolov8n-p2"),
+            Arm("yolov8n-p2-narrowhead-c2f", "yolov8n-p2-narrowhead-c2f.yaml", versus="yolov8n-p2")),
     # The layer-scale study, most telling arms first (a partial study still compares paper vs large init).
     "study": (Arm("yolov8n", "yolov8n.yaml"),
               Arm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),

@@ -159,14 +159,19 @@ def predictor_class() -> type:
 
 def predict(yolo, images: list[Path], imgsz: int, device: str, batch: int, conf: float, iou: float,
             max_det: int) -> list[dict]:
-    """COCO results of whole-image inference; image ids are 1-based positions in `images`."""
-    ids = {str(p.absolute()): i for i, p in enumerate(images, 1)}  # Ultralytics sorts the list, keys results by this
+    """COCO results of whole-image inference, `batch` images at a time; image ids are 1-based positions in `images`."""
+    ids = {str(p.absolute()): i for i, p in enumerate(images, 1)}  # results are keyed by path, whatever their order
     out = []
-    for r in yolo.predict([str(p) for p in images], stream=True, imgsz=imgsz, device=device, batch=batch,
-                          conf=conf, iou=iou, max_det=max_det, verbose=False, save=False,
-                          predictor=predictor_class()):
-        b = r.boxes
-        out += [_result(ids[r.path], *row) for row in zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
+    # Ultralytics reads a list source into memory and infers it as one batch, whatever `batch` says: the 60 val
+    # frames at 1536 px then held ~17 GB with a P2 model. One call per batch keeps it to one batch's activations.
+    # rect=False: every image letterboxed to imgsz x imgsz, as a batch of mixed shapes is; rect=True (predict's
+    # default) would pad a batch of equal shapes less, so an image's boxes would depend on its batch neighbours.
+    for start in range(0, len(images), batch):
+        chunk = [str(p) for p in images[start:start + batch]]
+        for r in yolo.predict(chunk, stream=True, imgsz=imgsz, device=device, batch=batch, conf=conf, iou=iou,
+                              max_det=max_det, rect=False, verbose=False, save=False, predictor=predictor_class()):
+            b = r.boxes
+            out += [_result(ids[r.path], *row) for row in zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
     return out
 
 

@@ -38,6 +38,7 @@ class DetectIncep(Detect):
     narrow = True  # hidden width capped at each stride's input channels (32 at P2 for n); False: the box width
     shared_stem = True  # one stem per stride feeds both branches; False: each branch starts with its own stem
     inception_stem = True  # False: no stem; each branch reads the neck's map and widens to the stock width
+    narrow_dense = False  # dense branches capped at their input's width (32 at P2 for n) instead of the stock width
 
     def __init__(self, nc: int = 80, reg_max: int = 16, end2end: bool = False, ch: list[int] | tuple[int, ...] = ()):
         super().__init__(nc, reg_max, end2end, ch)
@@ -54,9 +55,9 @@ class DetectIncep(Detect):
             c_in, h_box, h_cls = c_, c_, c_
         else:  # as YOLO11's class branch less its second 1x1 Conv: depthwise over the neck's map, then stock widths
             stem, c_in, h_box, h_cls = [nn.Identity() for _ in ch], list(ch), [c2] * len(ch), [c3] * len(ch)
-        box = [self._dense(c, c2, 4 * self.reg_max, self.dense_box) if self.dense_box
+        box = [self._dense(c, self._width(c, c2), 4 * self.reg_max, self.dense_box) if self.dense_box
                else self._branch(c, h, 4 * self.reg_max, self.depth) for c, h in zip(c_in, h_box)]
-        cls = [self._dense(c, c3, self.nc, self.dense_cls) if self.dense_cls
+        cls = [self._dense(c, self._width(c, c3), self.nc, self.dense_cls) if self.dense_cls
                else self._branch(c, h, self.nc, self.depth) for c, h in zip(c_in, h_cls)]
         if self.inception_stem and not self.shared_stem:  # the stem moves into each branch (a copy each)
             box = [nn.Sequential(*s, *b) for s, b in zip(stem, box)]
@@ -69,6 +70,10 @@ class DetectIncep(Detect):
             self.one2one_stem = copy.deepcopy(self.stem)
             self.one2one_cv2 = copy.deepcopy(self.cv2)
             self.one2one_cv3 = copy.deepcopy(self.cv3)
+
+    def _width(self, c1: int, c2: int) -> int:
+        """A dense branch's width: the stock width c2, or at most its input's c1 channels if narrow_dense."""
+        return min(c1, c2) if self.narrow_dense else c2
 
     @staticmethod
     def _branch(c1: int, c_: int, c2: int, depth: int) -> nn.Sequential:
@@ -161,3 +166,12 @@ class DetectIncepStemless(DetectIncep):
 
     inception_stem = False
     depth = 2
+
+
+class DetectIncepNarrow(DetectIncep):
+    """Stock dense box and class branches, no stem, each at most as wide as its input: 32 instead of 64-80 at P2 (n)."""
+
+    inception_stem = False
+    dense_box = 2
+    dense_cls = 2
+    narrow_dense = True
