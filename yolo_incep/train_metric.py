@@ -89,12 +89,13 @@ def ap_small(trainer, images, gt: dict) -> float:
 
 
 class _InMemory:
-    """Enough of a YOLO model for models.predict: a fresh predictor per call, which fuses a copy, not the model."""
+    """Enough of a YOLO model for models.predict: one predictor per evaluation, which fuses a copy, not the model."""
 
     def __init__(self, model):
-        self.model = model
+        self.model, self.predictor = model, None
 
     def predict(self, source, stream: bool = False, *, predictor: type, **kwargs):
-        predictor = predictor(overrides=kwargs)  # models.predict passes its per-image-NMS predictor class
-        predictor.setup_model(self.model, verbose=False)  # else every epoch logs the device and the fused summary
-        return predictor(source, stream=stream)
+        if self.predictor is None:  # models.predict calls once per batch, always with the same settings: fuse once
+            self.predictor = predictor(overrides=kwargs)  # models.predict passes its per-image-NMS predictor class
+            self.predictor.setup_model(self.model, verbose=False)  # else every epoch logs the device and the summary
+        return self.predictor(source, stream=stream)
