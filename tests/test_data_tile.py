@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -25,7 +25,6 @@ SAMPLE = Path(os.environ.get("YOLO_INCEP_VISDRONE_SAMPLE")
               or Path(__file__).resolve().parents[2] / "shared/data/visdrone2019-det-sample")
 
 
-@settings(deadline=None)  # a few thousand windows per example on a shared CPU
 @given(st.integers(1, 3000), st.integers(1, 3000), st.integers(64, 1024), st.floats(0.0, 0.9))
 def test_windows_cover_the_image_inside_it(width, height, size, overlap):
     windows = tile_windows(width, height, size, overlap)

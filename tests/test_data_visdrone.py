@@ -193,7 +193,6 @@ def check_box(box: list[float]) -> None:
     assert 0 <= cx - w / 2 + 1e-6 and cx + w / 2 - 1e-6 <= 1 and 0 <= cy - h / 2 + 1e-6 and cy + h / 2 - 1e-6 <= 1
 
 
-@settings(deadline=None)
 @given(st.lists(rows, max_size=15), st.integers(1, 100), st.integers(1, 100))
 def test_parse_never_leaks_a_bad_class_or_box(lines, width, height):
     text = "\n".join(lines)
@@ -208,7 +207,7 @@ def test_parse_never_leaks_a_bad_class_or_box(lines, width, height):
     check_outputs(format_labels(ann.boxes, width, height), format_regions(ann.ignored, width, height))
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(rows, max_size=10), st.binary(max_size=8), st.booleans())
 def test_cli_on_random_annotation_files_never_shows_a_traceback(run_cli, lines, junk, skip_bad):
     with tempfile.TemporaryDirectory() as tmp:

@@ -85,7 +85,9 @@ def test_a_stemless_head_reads_the_neck_maps_and_works_at_the_stock_branch_width
     assert y.shape == (1, 4 + nc, 32 * 32 + 16 * 16 + 8 * 8)
 
 
-def test_a_narrow_head_is_stock_detect_with_each_branch_at_most_as_wide_as_its_input():
+def test_a_narrow_head_is_stock_detect_with_each_branch_at_most_as_wide_as_its_input(monkeypatch):
+    # YOLOv8's Detect: Ultralytics' parser sets this class flag per YAML, so it depends on what the session built last
+    monkeypatch.setattr(Detect, "legacy", True)
     ch, nc = (32, 64, 128), 80
     ours, stock = DetectIncepNarrow(nc=nc, ch=ch), Detect(nc=nc, ch=ch)  # stock: box 64, class 80 at every stride
     for i, c in enumerate(ch):
@@ -98,6 +100,8 @@ def test_a_narrow_head_is_stock_detect_with_each_branch_at_most_as_wide_as_its_i
 
 @pytest.mark.parametrize(("ours", "stock"), [("yolov8-incep-p2.yaml", "yolov8n-p2.yaml"),
                                              ("yolov8-p2-incephead.yaml", "yolov8n-p2.yaml"),
+                                             ("yolov8-p2-narrowhead.yaml", "yolov8n-p2.yaml"),
+                                             ("yolov8-incep-p2-narrowhead.yaml", "yolov8n-p2.yaml"),
                                              ("yolov8-incep-lighthead.yaml", "yolov8n.yaml")])
 def test_params_and_gflops_stay_below_the_stock_model(ours, stock):
     (p_ours, g_ours), (p_stock, g_stock) = model_cost(_model(ours), 640), model_cost(DetectionModel(stock), 640)
@@ -111,8 +115,9 @@ def test_matmul_dfl_equals_the_stock_dfl():
     torch.testing.assert_close(ours(x), stock(x), atol=1e-5, rtol=1e-5)
 
 
-def test_fuse_folds_every_batchnorm_and_keeps_the_outputs():
-    model = _model("yolov8-incep-p2.yaml", seed=1)
+@pytest.mark.parametrize("name", HEAD_YAMLS)
+def test_fuse_folds_every_batchnorm_and_keeps_the_outputs(name):
+    model = _model(name, seed=1)
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():
         expected = model(x)[0]

@@ -40,9 +40,11 @@ def test_the_zoo_has_every_yaml_of_the_issue():
 def test_builds_and_runs_forward_and_backward_at_320(name, scale):
     torch.manual_seed(0)
     model = _build(name, scale).train()
-    # every YAML has Inception layers but the protocol's controls whose head has no stem (stock backbone and neck)
+    # every YAML has Inception layers but the protocol's controls: a stemless head on stock backbone and neck rows
     stemless = getattr(model.model[-1], "inception_stem", True) is False
-    assert any(isinstance(m, InceptionDWConv2d) for m in model.modules()) != stemless
+    d = yaml_model_load(MODEL_YAMLS / name)
+    control = stemless and stock_twin(d) == d
+    assert any(isinstance(m, InceptionDWConv2d) for m in model.modules()) != control
     p2 = "p2" in name
     assert model.stride.tolist() == ([4.0] if p2 else []) + [8.0, 16.0, 32.0]
     loss = sum(t.float().mean() for t in _tensors(model(torch.rand(1, 3, 320, 320))))
