@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from hypothesis import settings
 
+from yolo_incep.demo import make_synthetic_dataset
+
 # Tests assert behaviour, never speed: a per-example deadline fails at random on a loaded 2-core CI machine.
 settings.register_profile("untimed", deadline=None)
 settings.load_profile("untimed")
-
-from yolo_incep.demo import make_synthetic_dataset
 
 
 @pytest.fixture(scope="session")
