@@ -109,3 +109,31 @@ def test_undefined_metrics_give_null_with_a_reason():
     assert d.to_json() == {"value": None, "ci95": None, "reason": d.reason} and "no ground truth" in d.reason
     d = bootstrap.paired_delta(0.1, np.full(10, np.nan), np.full(10, np.nan))
     assert d.ci95 is None and d.reason == "undefined in every resample"
+
+
+def _rows(offsets, resamples, seed=0):
+    """Per-seed resample scores: one shared image-resample curve plus a constant per seed."""
+    base = np.random.default_rng(seed).normal(0.3, 0.02, resamples)
+    return [{k: base + o for k in bootstrap.DELTA_KEYS} for o in offsets]
+
+
+def test_seed_resampling_adds_the_seeds_variance_of_the_mean():
+    offsets = [0.0, 0.004, 0.011]
+    rows = _rows(offsets, 40_000)
+    out = bootstrap.arm_scores(rows, seed=(0, 1))
+    mean = np.mean([r["AP_small@500"] for r in rows], axis=0)
+    seed_part = out["AP_small@500"] - mean
+    # s^2 / k, the variance of a mean of k seeds (a plain bootstrap of seeds gives (k - 1) / k of it)
+    assert seed_part.var() == pytest.approx(np.var(offsets, ddof=1) / len(offsets), rel=0.05)
+    assert seed_part.mean() == pytest.approx(0, abs=2e-4)
+    assert all(np.array_equal(out["AP_small@500"], out[k]) for k in ("AP@500", "AR@100"))  # one draw per resample
+
+
+def test_seed_resampling_is_seeded_and_neutral_for_one_seed_or_equal_seeds():
+    rows = _rows([0.0, 0.01], 500)
+    a, b = bootstrap.arm_scores(rows, (0, 1)), bootstrap.arm_scores(rows, (0, 1))
+    assert np.array_equal(a["AP@500"], b["AP@500"])
+    assert not np.array_equal(a["AP@500"], bootstrap.arm_scores(rows, (0, 2))["AP@500"])
+    assert np.array_equal(bootstrap.arm_scores(rows[:1])["AP@500"], rows[0]["AP@500"])
+    same = _rows([0.01, 0.01, 0.01], 500)
+    np.testing.assert_allclose(bootstrap.arm_scores(same)["AP@500"], same[0]["AP@500"], atol=1e-15)

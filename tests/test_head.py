@@ -102,6 +102,7 @@ def test_a_narrow_head_is_stock_detect_with_each_branch_at_most_as_wide_as_its_i
                                              ("yolov8-p2-incephead.yaml", "yolov8n-p2.yaml"),
                                              ("yolov8-p2-narrowhead.yaml", "yolov8n-p2.yaml"),
                                              ("yolov8-incep-p2-narrowhead.yaml", "yolov8n-p2.yaml"),
+                                             ("yolov8-incep-p2-p45-narrowhead.yaml", "yolov8n-p2.yaml"),
                                              ("yolov8-incep-lighthead.yaml", "yolov8n.yaml")])
 def test_params_and_gflops_stay_below_the_stock_model(ours, stock):
     (p_ours, g_ours), (p_stock, g_stock) = model_cost(_model(ours), 640), model_cost(DetectionModel(stock), 640)

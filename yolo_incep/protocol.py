@@ -60,7 +60,9 @@ GRIDS: dict[str, tuple[Arm, ...]] = {
             Arm("yolov8n-p2-incephead-stemless", "yolov8n-p2-incephead-stemless.yaml", versus="yolov8n-p2"),
             Arm("yolov8n-p2-narrowhead", "yolov8n-p2-narrowhead.yaml", (0, 1, 2), versus="yolov8n-p2"),
             Arm("yolov8n-p2-narrowhead-c2f", "yolov8n-p2-narrowhead-c2f.yaml", versus="yolov8n-p2"),
-            Arm("yolov8n-incep-p2-narrowhead", "yolov8n-incep-p2-narrowhead.yaml", versus="yolov8n-p2")),
+            Arm("yolov8n-incep-p2-narrowhead", "yolov8n-incep-p2-narrowhead.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-incep-p2-p45-stockhead", "yolov8n-incep-p2-p45-stockhead.yaml", versus="yolov8n-p2"),
+            Arm("yolov8n-incep-p2-p45-narrowhead", "yolov8n-incep-p2-p45-narrowhead.yaml", versus="yolov8n-p2")),
     # The layer-scale study, most telling arms first (a partial study still compares paper vs large init).
     "study": (Arm("yolov8n", "yolov8n.yaml"),
               Arm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),

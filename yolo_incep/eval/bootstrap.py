@@ -165,6 +165,28 @@ def resample_counts(images: int, resamples: int = RESAMPLES, seed: int = SEED) -
     return np.stack([np.bincount(row, minlength=images) for row in draws])
 
 
+def arm_scores(rows: list[dict[str, np.ndarray]], seed: int | tuple[int, ...] = SEED) -> dict[str, np.ndarray]:
+    """Metric -> an arm's mean over its training seeds on each image resample, its seeds resampled too.
+
+    A two-stage bootstrap: every image resample also draws the arm's k seeds with replacement (one draw for all
+    metrics, seeded by `seed`). The drawn mean's deviation from the mean of all k is scaled by sqrt(k / (k - 1)),
+    which makes its variance the seeds' s^2 / k: a plain bootstrap of k seeds gives (k - 1) / k of it, an interval
+    18-29 % too narrow for 2-3 seeds. One seed: the image bootstrap alone (a spread of one cannot be estimated).
+    """
+    k = len(rows)
+    if k == 1:
+        return dict(rows[0])
+    b = len(rows[0][DELTA_KEYS[0]])
+    draws = np.random.default_rng(seed).integers(0, k, size=(b, k))
+    scale = np.sqrt(k / (k - 1))
+    out = {}
+    for key in DELTA_KEYS:
+        s = np.stack([r[key] for r in rows])  # (seeds, resamples)
+        mean = s.mean(0)
+        out[key] = mean + scale * (s[draws, np.arange(b)[:, None]].mean(1) - mean)
+    return out
+
+
 @dataclass
 class Delta:
     """A paired difference to the baseline with its 95 % bootstrap interval; None with a reason where undefined."""

@@ -110,10 +110,12 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                 if out is not None:  # what was computed is on disk even if a later model fails
                     write_json(out / f"predictions_{name}.json", kept)
                     write_report(report, out)
-    add_deltas(report, scores, versus)
+    add_deltas(report, scores, versus, seed)
     report.bootstrap = {"resamples": resamples, "seed": seed, "images": len(images), "confidence": 0.95,
                         "method": "paired bootstrap over images (the same resampled images for every model), "
-                                  "percentile interval; per-image pycocotools matching re-accumulated per resample"}
+                                  "percentile interval; per-image pycocotools matching re-accumulated per resample; "
+                                  "arms of several seeds also resample their seeds (two-stage, deviations scaled "
+                                  "by sqrt(k/(k-1)))"}
     report.complete = True
     if out is not None:
         write_report(report, out)
@@ -121,13 +123,17 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     return report
 
 
-def add_deltas(report: CompareReport, scores: dict[str, dict], versus: dict[str, str] | None = None) -> None:
+def add_deltas(report: CompareReport, scores: dict[str, dict], versus: dict[str, str] | None = None,
+               seed: int = bootstrap.SEED) -> None:
     """Arms (mean and spread over seeds), every delta to the baseline arm of the same kind (whole or sliced), and
-    the contrasts of `versus` {arm: reference}, for the whole and the sliced rows alike."""
+    the contrasts of `versus` {arm: reference}, for the whole and the sliced rows alike. An arm of several seeds
+    enters every interval with its seeds resampled too (bootstrap.arm_scores; the draws seeded by `seed`)."""
     by_arm: dict[str, list[ModelRow]] = {}
     for m in report.models:
         by_arm.setdefault(m.arm, []).append(m)
     report.arms = [arm_summary(name, rows) for name, rows in by_arm.items()]
+    arm_scores = {a.name: bootstrap.arm_scores([scores[r] for r in a.rows], (seed, i))
+                  for i, a in enumerate(report.arms)}
     baselines = {}
     for a in report.arms:
         baselines.setdefault(a.sliced, a)
@@ -135,23 +141,16 @@ def add_deltas(report: CompareReport, scores: dict[str, dict], versus: dict[str,
         base = baselines[a.sliced]
         if a is base:
             continue
-        base_scores = _mean_scores([scores[r] for r in base.rows])
-        a.delta = _deltas(a.mean, base.mean, _mean_scores([scores[r] for r in a.rows]), base_scores)
+        a.delta = _deltas(a.mean, base.mean, arm_scores[a.name], arm_scores[base.name])
         for m in by_arm[a.name]:
-            m.delta = _deltas(m.flat, base.mean, scores[m.name], base_scores)
+            m.delta = _deltas(m.flat, base.mean, scores[m.name], arm_scores[base.name])
     arms = {a.name: a for a in report.arms}
     for name, ref in (versus or {}).items():
         for a in [a for a in report.arms if a.name == name or a.name.startswith(name + "+slice")]:
             r = arms.get(ref + a.name.removeprefix(name))  # the sliced rows against the reference's sliced rows
             if r is not None:
-                delta = _deltas(a.mean, r.mean, _mean_scores([scores[x] for x in a.rows]),
-                                _mean_scores([scores[x] for x in r.rows]))
+                delta = _deltas(a.mean, r.mean, arm_scores[a.name], arm_scores[r.name])
                 report.contrasts.append(Contrast(a.name, r.name, delta))
-
-
-def _mean_scores(per_row: list[dict]) -> dict:
-    """Metric -> mean over an arm's rows on each resample."""
-    return {k: sum(s[k] for s in per_row) / len(per_row) for k in bootstrap.DELTA_KEYS}
 
 
 def _deltas(values: dict, base: dict, scores: dict, base_scores: dict) -> dict:

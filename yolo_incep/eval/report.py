@@ -207,7 +207,8 @@ def format_table(report: CompareReport) -> str:
     notes = []
     if report.bootstrap:
         notes.append(f"deltas: to the baseline (first model), [95 % interval] from a paired bootstrap over images "
-                     f"({report.bootstrap['resamples']} resamples, seed {report.bootstrap['seed']})")
+                     f"({report.bootstrap['resamples']} resamples, seed {report.bootstrap['seed']}); "
+                     f"an arm of several seeds also resamples its seeds")
     notes += [f"contrast {c}" for c in report.contrasts]
     if not report.complete:
         notes.append("INCOMPLETE: not every model was evaluated")
