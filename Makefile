@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CUDA build runs fine on CPU. Ultralytics is pinned to the version the tests ran against (range: pyproject).
 PINS := torch==2.14.1 torchvision==0.29.2 ultralytics==8.4.190
 
-.PHONY: demo test test-oldest install clean
+.PHONY: demo test test-oldest install clean gpu-kit
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ test: install
 test-oldest: install
 	$(BIN)/python -m pip install --quiet --no-deps --target .oldest ultralytics==8.4.0
 	PYTHONPATH=.oldest $(BIN)/python -m pytest tests/test_plugin.py tests/test_zoo.py tests/test_fuse.py tests/test_swap.py
+
+# What the GPU machine lacks, beside the checkout in .gpu/ (git-ignored): pinned wheels and the VisDrone sample.
+# README: "Running the benchmark on a GPU machine without network".
+gpu-kit: install
+	$(BIN)/python -m yolo_incep.gpu_kit
 
 clean:
 	rm -rf $(VENV) .oldest runs .pytest_cache

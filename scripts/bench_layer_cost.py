@@ -22,10 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolo_incep.bench import build_model, emit_json
+from yolo_incep.cost import build_model, emit_json
 
-MODELS = ["yolov8n.yaml", "yolov8n-p2.yaml", "yolov8n-incep-p2-stockhead.yaml", "yolov8n-incep-p2.yaml",
-          "yolov8n-p2-incephead.yaml", "yolov8n-incep-lighthead.yaml"]  # baseline first; the README table
+MODELS = ["yolov8n.yaml", "yolov8n-incep.yaml", "yolov8n-p2.yaml", "yolov8n-incep-p2.yaml"]  # baseline first
 
 
 class LayerClock:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolo_incep.bench import emit_json, interleaved_medians
+from yolo_incep.cost import emit_json, interleaved_medians
 
 # (model, stage stride) -> (channels of the inner blocks, side at 640); yolov8 widths 0.25 (n) and 0.5 (s)
 STAGES = {

@@ -1,5 +1,5 @@
-"""Benchmark stock YOLO models against their Inception versions: params, GFLOPs, fused latency in PyTorch and ONNX
-Runtime, train step; JSON.
+"""Benchmark stock YOLO models against their Inception versions: params, GFLOPs, fused latency in PyTorch, ONNX
+Runtime and OpenVINO, train step; JSON.
 
 Each pair is timed interleaved (stock, incep, stock, incep, ...) and compared by ratios of medians from the same run.
 A model YAML that does not exist (yet) is reported under "skipped". On a machine shared with other work, run with
@@ -19,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from yolo_incep.bench import build_model, emit_json, fused_forward, interleaved_medians, model_cost
+from yolo_incep.cost import build_model, emit_json, fused_forward, interleaved_medians, model_cost
 
 PAIRS = [
     ("yolov8n.yaml", "yolov8n-incep.yaml"),
-    ("yolov8n.yaml", "yolov8n-incep-lighthead.yaml"),
     ("yolo11n.yaml", "yolo11n-incep.yaml"),
     ("yolov8n-p2.yaml", "yolov8n-incep-p2.yaml"),
     ("yolov8n.yaml", "yolov8n-incep-p2.yaml"),  # issue 10's target: a P2 model at most 1.3x a plain yolov8n
@@ -31,9 +30,8 @@ PAIRS = [
 ]
 
 
-def onnx_latency_fn(model, imgsz: int, threads: int, folder: Path):
-    """Batch-1 inference in ONNX Runtime (CPU provider) of the fused model, exported as `yolo export` prepares it."""
-    import onnxruntime as ort
+def export_onnx(model, imgsz: int, folder: Path) -> tuple[Path, torch.Tensor]:
+    """The fused model exported to ONNX as `yolo export` prepares it, and the input it is timed on."""
     from ultralytics.nn.modules import Detect
     from ultralytics.utils.export.engine import torch2onnx
 
@@ -45,6 +43,14 @@ def onnx_latency_fn(model, imgsz: int, threads: int, folder: Path):
     path = folder / f"{len(list(folder.iterdir()))}.onnx"
     with torch.no_grad():
         torch2onnx(model, x, path, opset=17)
+    return path, x
+
+
+def onnx_latency_fn(model, imgsz: int, threads: int, folder: Path):
+    """Batch-1 inference in ONNX Runtime (CPU provider) of the fused model."""
+    import onnxruntime as ort
+
+    path, x = export_onnx(model, imgsz, folder)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
     if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
@@ -52,6 +58,18 @@ def onnx_latency_fn(model, imgsz: int, threads: int, folder: Path):
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feed = {session.get_inputs()[0].name: x.numpy()}
     return lambda: session.run(None, feed)
+
+
+def openvino_latency_fn(model, imgsz: int, threads: int, folder: Path):
+    """Batch-1 inference in OpenVINO (CPU plugin, f32 as Ultralytics' OpenVINO backend asks, latency hint) of the
+    fused model's ONNX export, which OpenVINO reads as `yolo export format=openvino` converts it."""
+    import openvino as ov
+
+    path, x = export_onnx(model, imgsz, folder)
+    config = {"INFERENCE_PRECISION_HINT": ov.Type.f32, "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request, feed = compiled.create_infer_request(), x.numpy()
+    return lambda: request.infer([feed])
 
 
 def train_step_fn(model, batch: int, imgsz: int, device: torch.device):
@@ -90,10 +108,11 @@ def bench_pair(stock_name: str, incep_name: str, args: argparse.Namespace, devic
     models = {stock_name: build_model(stock_name, args.nc), incep_name: build_model(incep_name, args.nc)}
     row: dict[str, object] = {name: describe(m) for name, m in models.items()}
     timings = {"latency_ms": {k: fused_forward(m, args.imgsz, device) for k, m in models.items()}}
-    if args.onnx:
-        with tempfile.TemporaryDirectory() as folder:
-            timings["onnxruntime_ms"] = {k: onnx_latency_fn(m, args.imgsz, args.threads, Path(folder))
-                                         for k, m in models.items()}
+    with tempfile.TemporaryDirectory() as folder:  # sessions keep what they need: the files may go
+        for key, fn, on in (("onnxruntime_ms", onnx_latency_fn, args.onnx),
+                            ("openvino_ms", openvino_latency_fn, args.openvino)):
+            if on:
+                timings[key] = {k: fn(m, args.imgsz, args.threads, Path(folder)) for k, m in models.items()}
     if args.train_reps:
         timings["train_step_ms"] = {k: train_step_fn(m, args.train_batch, args.train_imgsz, device)
                                     for k, m in models.items()}
@@ -136,7 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "note": "medians of interleaved repetitions (stock and Inception alternate, so load from other processes on "
                 "shared cores hits both alike); incep_over_stock: ratios of figures from this run (< 1: Inception "
                 "lower). latency_ms: PyTorch, fused eval model, inference_mode. onnxruntime_ms: the fused model "
-                "exported to ONNX (opset 17), CPU provider, same thread count. Train step: forward, loss, backward, "
+                "exported to ONNX (opset 17), CPU provider, same thread count. openvino_ms: that ONNX file in "
+                "OpenVINO's CPU plugin, f32, latency hint, same thread count. Train step: forward, loss, backward, "
                 "SGD step.",
         "results": results,
         "skipped": skipped,
@@ -156,6 +176,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=8)
     parser.add_argument("--train-reps", type=int, default=3, help="0: no train-step timing")
     parser.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX Runtime timing")
+    parser.add_argument("--no-openvino", dest="openvino", action="store_false", help="skip the OpenVINO timing")
     parser.add_argument("--pairs", nargs=2, action="append", metavar=("STOCK", "INCEP"),
                         help="a stock and an Inception model YAML (repeatable); default: the yolov8n/yolo11n/P2 pairs")
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically)")

@@ -1,48 +1,60 @@
-"""Print the README's model-zoo table: every model_yamls/ YAML at its smallest scale beside its stock counterpart.
+"""Print the model-zoo table: every product YAML of model_yamls/ at its smallest scale beside its stock counterpart.
 
-The counterpart is the same YAML with each Inception block row put back to the stock block it mirrors, except for
-YAMLs that differ from a stock file in more than block rows (the InceptionNeXt backbone, the DetectIncep head):
-those face that stock file. Params and GFLOPs at 640, as Ultralytics counts.
+The counterpart is the same YAML with each Inception block row put back to the stock block it mirrors; it is named
+after the stock Ultralytics file when it equals one row for row (yolov8-incep-p2 -> yolov8n-p2), else "... with stock
+blocks" (Ultralytics ships no yolo11-p2). The InceptionNeXt backbone has no block twin: it faces yolov8n.
+Params and GFLOPs at 640, as Ultralytics counts. The lab's ablation models are in experiments/, not here.
 Usage: python scripts/zoo_table.py
 """
 
 from __future__ import annotations
 
+import re
+
 from ultralytics.nn.tasks import yaml_model_load
 
-from yolo_incep.plugin import MODEL_YAMLS, model_scale
+from yolo_incep.plugin import MODEL_YAMLS, layer_rows, model_scale
 from yolo_incep.swap import build_stats, stock_twin
 
-STOCK_NAMES = {  # the stock file each twin equals, where Ultralytics ships one
-    "yolov5-incep": "yolov5n", "yolov8-incep": "yolov8n",
-    "yolov9t-incep": "yolov9t", "yolov9s-incep": "yolov9s", "yolov9c-incep": "yolov9c", "yolo11-incep": "yolo11n",
-}
-STOCK_FILES = {  # by name prefix: a YAML and its experiments ("<name>-...") face the same stock file
-    "yolov8-inceptionnext": "yolov8n", "yolov8-incep-lighthead": "yolov8n", "yolov8-incep-p2": "yolov8n-p2",
-    "yolov8-p2-incephead": "yolov8n-p2", "yolov8-p2-narrowhead": "yolov8n-p2",
-}
+BACKBONE_MODELS = {"yolov8-inceptionnext": "yolov8n"}  # the paper's backbone: faces the stock model it feeds
 
 
-def stock_file(stem: str) -> str | None:
-    """The stock file a YAML faces: that of the longest STOCK_FILES name it equals or extends with "-..."."""
-    names = [n for n in STOCK_FILES if stem == n or stem.startswith(n + "-")]
-    return STOCK_FILES[max(names, key=len)] if names else None
+def stock_file(stem: str, twin: dict, scale: str) -> str | None:
+    """The stock Ultralytics file (with the scale letter) whose rows equal the twin's, if there is one."""
+    name = stem.replace("-incep", "", 1) + ".yaml"
+    try:
+        stock = yaml_model_load(name)
+    except FileNotFoundError:
+        return None
+    if layer_rows(stock, name) != layer_rows(twin, stem):
+        return None
+    return re.sub(r"^(yolo(?:v)?\d+)", rf"\g<1>{scale}", name[:-5]) if stock.get("scales") else name[:-5]
+
+
+def rows() -> list[tuple[str, float, float, str, float, float]]:
+    """(model, params M, GFLOPs, stock counterpart, its params M, its GFLOPs) for every product YAML."""
+    out = []
+    for path in sorted(MODEL_YAMLS.glob("*.yaml")):
+        d = yaml_model_load(path)
+        d["scale"] = model_scale(d)  # the name carries no letter: the first (smallest) scale
+        name = re.sub(r"^(yolo(?:v)?\d+)", rf"\g<1>{d['scale']}", path.stem) if d["scale"] else path.stem
+        if path.stem in BACKBONE_MODELS:
+            label = BACKBONE_MODELS[path.stem]
+            twin = yaml_model_load(f"{label}.yaml")
+        else:
+            twin = stock_twin(d)
+            label = stock_file(path.stem, twin, d["scale"]) or f"{name} with stock blocks"
+        (p, g), (sp, sg) = build_stats(d, d["scale"]), build_stats(twin, d["scale"])
+        out.append((name, p / 1e6, g, label, sp / 1e6, sg))
+    return out
 
 
 def main() -> None:
     """Print the markdown table."""
     print("| YAML (smallest scale) | params (M) | GFLOPs@640 | stock counterpart | params (M) | GFLOPs@640 |")
     print("|---|---:|---:|---|---:|---:|")
-    for path in sorted(MODEL_YAMLS.glob("*.yaml")):
-        d = yaml_model_load(path)
-        d["scale"] = model_scale(d)  # the name carries no letter: the first (smallest) scale
-        name = path.stem.replace("-", f"{d['scale']}-", 1) if d["scale"] else path.stem
-        if label := stock_file(path.stem):
-            twin = yaml_model_load(f"{label}.yaml")
-        else:
-            twin, label = stock_twin(d), STOCK_NAMES.get(path.stem, f"{path.stem} with stock blocks")
-        (p, g), (sp, sg) = build_stats(d, d["scale"]), build_stats(twin, d["scale"])
-        print(f"| {name} | {p / 1e6:.2f} | {g:.1f} | {label} | {sp / 1e6:.2f} | {sg:.1f} |")
+    for name, p, g, label, sp, sg in rows():
+        print(f"| {name} | {p:.2f} | {g:.1f} | {label} | {sp:.2f} | {sg:.1f} |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from yolo_incep.data import yolo
-from yolo_incep.data.common import atomic_path, atomic_write_bytes, check_writable, remove_stale_temps
+from yolo_incep.files import atomic_path, atomic_write_bytes, check_writable, remove_stale_temps
 from yolo_incep.errors import InputError
 
 

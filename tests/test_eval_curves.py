@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import A, B, det, make_gt, random_scene
+from helpers import A, B, det, make_gt, random_scene
 from yolo_incep.eval import coco, confusion, curves, errors
 
 

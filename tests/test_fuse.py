@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomize_norms
+from helpers import randomize_norms
 from yolo_incep.nn import MetaNeXtBlock
 from yolo_incep.plugin import MODEL_YAMLS
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import randomize_norms, randomize_params
+from helpers import randomize_norms, randomize_params
 from yolo_incep.nn import C2fIncep, InceptionDWConv2d, MetaNeXtBlock
 
 timm_incep = pytest.importorskip("timm.models.inception_next", reason="timm is the reference implementation")
@@ -92,13 +92,25 @@ def test_bad_arguments_are_named(kwargs, match):
         InceptionDWConv2d(**kwargs)
 
 
-def test_layer_scale_and_drop_path_defaults():
-    block = MetaNeXtBlock(32, drop_path=0.1)
-    assert torch.equal(block.gamma, torch.full((32,), MetaNeXtBlock.ls_init_default))  # the one default
-    block.eval()
-    x = torch.randn(1, 32, 8, 8)
-    torch.testing.assert_close(block(x), block(x))  # drop path is off in eval
+def test_layer_scale_default_and_drop_path_only_in_training():
+    assert torch.equal(MetaNeXtBlock(32).gamma, torch.full((32,), MetaNeXtBlock.ls_init_default))  # the one default
     assert MetaNeXtBlock(32, ls_init_value=None).gamma is None
+    # a residual branch of order 1 (gamma 1, randomized weights), so that dropping it or not shows in the output
+    block, plain = MetaNeXtBlock(32, ls_init_value=1.0, drop_path=0.5), MetaNeXtBlock(32, ls_init_value=1.0)
+    _randomize(block)
+    plain.load_state_dict(block.state_dict())
+    x = torch.randn(16, 32, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(block.eval()(x), plain.eval()(x))  # eval: every sample keeps its branch
+        torch.manual_seed(0)
+        y = block.train()(x)
+        plain_y = plain.train()(x)  # train-mode BN as the block's: the branch without drop path
+    branch = plain_y - x
+    # train: per sample, the branch is dropped (identity) or kept and scaled by 1 / (1 - 0.5), as timm's DropPath
+    dropped = [torch.allclose(y[i], x[i], atol=1e-6) for i in range(16)]
+    for i in range(16):
+        torch.testing.assert_close(y[i], x[i] if dropped[i] else x[i] + 2 * branch[i], atol=1e-5, rtol=1e-5)
+    assert 0 < sum(dropped) < 16
 
 
 @pytest.mark.parametrize("n", [1, 3])

@@ -12,7 +12,7 @@ from ultralytics import YOLO
 from ultralytics.nn.modules import C2f
 from ultralytics.nn.tasks import DetectionModel
 
-from conftest import TRAIN, TRAIN_ARGS, layer_shapes, run_process
+from helpers import TRAIN, TRAIN_ARGS, layer_shapes, run_process
 from yolo_incep import plugin
 from yolo_incep.errors import InputError
 from yolo_incep.nn import C2fIncep, MetaNeXtBlock

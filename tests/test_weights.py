@@ -9,7 +9,7 @@ import torch
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
 
-from conftest import TRAIN_ARGS, randomize_norms, run_process
+from helpers import TRAIN_ARGS, randomize_norms, run_process
 from yolo_incep import load_backbone_weights
 from yolo_incep.cli import main
 from yolo_incep.errors import InputError

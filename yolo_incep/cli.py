@@ -12,7 +12,7 @@ from .errors import InputError
 # name -> (module defining add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("yolo_incep.demo", "train and compare yolov8n-incep vs yolov8n on an embedded synthetic dataset"),
-    "convert": ("yolo_incep.data.visdrone", "convert VisDrone annotations to YOLO labels (keeps ignored regions)"),
+    "convert": ("yolo_incep.data.convert", "convert annotations to YOLO labels (formats: visdrone)"),
     "split": ("yolo_incep.data.split", "split a converted dataset into train/val by sequence id"),
     "tile": ("yolo_incep.data.tile", "slice images and labels into overlapping tiles"),
     "compare": ("yolo_incep.eval.compare", "COCO-style AP / AP_small of several models on one dataset"),

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.common import atomic_write_bytes
+from .files import atomic_write_bytes, folder_lock
 from .data.yolo import format_labels, write_data_yaml
 
 CLASSES = ("disc", "square", "triangle")
+BATCH = 8  # training batch
 COLORS = ((40, 40, 220), (40, 190, 40), (220, 120, 30))  # BGR, one per class: easy enough for minutes of CPU training
 
 
@@ -51,6 +52,7 @@ def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz
             for _ in range(int(rng.integers(4, 13))):
                 cls = int(rng.integers(0, len(CLASSES)))
                 size = int(rng.choice([rng.integers(8, 24), rng.integers(24, 44)], p=[0.8, 0.2]))  # mostly < 32 px
+                size = min(size, imgsz // 2 - 1)  # room for the shape at a small --imgsz; none changes from 88 px
                 cx, cy = rng.uniform(size, imgsz - size, 2)
                 color = tuple(int(c) for c in np.clip(np.array(COLORS[cls]) + rng.integers(-20, 20, 3), 0, 255))
                 _draw(img, cls, cx, cy, size, color)
@@ -72,12 +74,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check_args(args: argparse.Namespace) -> None:
     """Refuse what would fail only after the dataset is written and a model trained."""
     from .errors import InputError
+    from .limits import check_device, check_image_memory
     from .swap import load_source
 
     if args.imgsz < 32:
         raise InputError(f"--imgsz {args.imgsz}: must be at least 32 (the models' largest stride)")
     if args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}: must be at least 1")
+    check_device(args.device)
+    # drawing one image holds ~3 float64 copies of it (72 B/px); training holds a batch of BATCH
+    check_image_memory(args.imgsz, BATCH, extra_per_pixel=72)
     for name in args.models:
         if Path(name).suffix == ".pt":
             if not Path(name).is_file():
@@ -87,12 +93,17 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_args(args)
+    out = Path(args.out).resolve()
+    with folder_lock(out, flag="--out"):  # one demo per folder: another would read this one's half-written checkpoints
+        return _demo(args, out)
+
+
+def _demo(args: argparse.Namespace, out: Path) -> int:
     from ultralytics import YOLO
 
     from .eval.compare import compare_models, format_table
 
-    check_args(args)
-    out = Path(args.out).resolve()
     t0 = time.perf_counter()
     data = make_synthetic_dataset(out / "data", imgsz=args.imgsz, seed=args.seed)
     print(f"[demo] synthetic dataset (3 shape classes, mostly < 32 px, NOT real imagery): {data}")
@@ -101,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[demo] {i}/{len(args.models)} training {name} for {args.epochs} epochs at {args.imgsz} on {args.device}")
         model = YOLO(name)
         # tiny data, few steps: no mosaic and a brisk AdamW learning rate make AP appear within minutes of CPU training
-        model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=8, device=args.device, workers=0,
+        model.train(data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=BATCH, device=args.device, workers=0,
                     seed=args.seed, deterministic=True, project=str(out / "runs"), name=Path(name).stem,
                     exist_ok=True, plots=False, amp=False, mosaic=0.0, optimizer="AdamW", lr0=0.004, warmup_epochs=1,
                     patience=0, verbose=False)

@@ -17,12 +17,12 @@ from pathlib import Path
 from types import ModuleType
 
 from .errors import InputError
-from .train_metric import install_from_env as install_train_metric
 
 SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested): `make test` and `make test-oldest`
 SUPPORTED_TEXT = "ultralytics>=8.4.0,<8.5.0"
 MODEL_YAMLS = Path(__file__).resolve().parent / "model_yamls"  # a link to the checkout's model_yamls/, a copy in wheels
 _lock = threading.RLock()  # parse_model rebinds module globals of ultralytics.nn.tasks while it runs
+_registered: dict[str, type] = {}  # layers from outside the package (register_layers), by name
 
 
 def version_tuple(version: str) -> tuple[int, int, int]:
@@ -37,9 +37,27 @@ def is_supported(version: str) -> bool:
 
 
 def layer_classes() -> dict[str, type]:
-    """Every layer a model YAML may name, by name."""
+    """Every layer a model YAML may name, by name: the package's own and those given to register_layers."""
     ynn = importlib.import_module("yolo_incep.nn")
-    return {name: getattr(ynn, name) for name in ynn.__all__}
+    return {**{name: getattr(ynn, name) for name in ynn.__all__}, **_registered}
+
+
+def register_layers(*classes: type) -> None:
+    """Make layer classes defined outside the package (e.g. experiments/heads.py) known by their class names to
+    model YAMLs (parsing, `swap`) and to checkpoint safe-loading. A class with a `mirror` attribute (the stock
+    layer name it subclasses) is built with that layer's row handling, as ours are. Registering the same class
+    again does nothing; a name taken by another layer is an error."""
+    import torch
+
+    taken = layer_classes()
+    for cls in classes:
+        if not isinstance(cls, type):
+            raise TypeError(f"register_layers: expected classes, got {cls!r}")
+        if taken.get(cls.__name__, cls) is not cls:
+            raise ValueError(f"register_layers: the layer name {cls.__name__!r} is taken by "
+                             f"{taken[cls.__name__].__module__}.{taken[cls.__name__].__qualname__}")
+        taken[cls.__name__] = _registered[cls.__name__] = cls
+    torch.serialization.add_safe_globals(list(classes))  # checkpoints holding them load with weights_only=True
 
 
 def model_scale(d: dict) -> str:
@@ -211,6 +229,13 @@ def _parse_ours(tasks: ModuleType, original, d: dict, ch, verbose: bool, rows: l
         tasks.__dict__.update(bindings)
         try:
             model, save = original(parsed, ch, verbose)
+        except (TypeError, ValueError, IndexError, ZeroDivisionError) as e:  # not KeyError: an unknown name, as stock
+            if isinstance(e, InputError) or parse.row is None:
+                raise
+            # the stock parser's own arithmetic on a bad argument ('<' between int and str): name file, row, layer
+            i = parse.row
+            raise InputError(f"{yaml_file}: layer row {i} ({rows[i][2]}): bad arguments {rows[i][3]}: "
+                             f"{type(e).__name__}: {e}") from e
         finally:
             for name in bindings:
                 tasks.__dict__.pop(name)
@@ -277,7 +302,9 @@ def install(tasks: ModuleType | None = None) -> None:
     tasks.parse_model = _wrap_parse_model(tasks, tasks.parse_model)
     tasks.yaml_model_load = _wrap_yaml_model_load(tasks.yaml_model_load)
     tasks.BaseModel.fuse = _wrap_fuse(tasks.BaseModel.fuse)
-    install_train_metric()  # opt-in by $YOLO_INCEP_AP_SMALL: nothing happens unless it is set
+    from .train_metric import install_from_env  # here, not at module level: it is the only non-parsing part
+
+    install_from_env()  # opt-in by $YOLO_INCEP_AP_SMALL: nothing happens (and no eval code loads) unless it is set
     # Our layers put themselves on torch's safe-load allow-list when imported; checkpoints may be loaded next. When
     # yolo_incep.nn is itself importing Ultralytics (and so us), this returns it half-imported and it finishes later.
     importlib.import_module("yolo_incep.nn")

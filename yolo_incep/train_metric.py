@@ -4,8 +4,9 @@
 plots it with the other metrics); `YOLO_INCEP_AP_SMALL=best` also makes it the fitness, so best.pt and early
 stopping follow AP_small. Unset (or 0), nothing is registered and training is stock. The number is the one
 `yolo-incep compare` reports: the EMA model predicts the val images again (conf 0.001, max_det 500, the run's
-imgsz) and the ignore-aware COCO ground truth of eval/coco.py scores them, since Ultralytics' own validation caps
-detections at max_det (300) and knows no ignored regions.
+imgsz and `nms` setting: an end-to-end YOLO26 run with nms=False is scored on its one-to-one head, without a second
+NMS) and the ignore-aware COCO ground truth of eval/coco.py scores them, since Ultralytics' own validation caps
+detections at max_det (300) and knows no ignored regions. Its NMS has no time limit (eval/models.predictor_class).
 """
 
 from __future__ import annotations
@@ -81,8 +82,9 @@ def ap_small(trainer, images, gt: dict) -> float:
     from .eval.models import predict
 
     model = unwrap_model(trainer.ema.ema if trainer.ema else trainer.model)
+    # the run's own `nms` setting, as its validation uses: nms=False scores an end-to-end model's one-to-one head
     dets = predict(_InMemory(model), images, trainer.args.imgsz, str(trainer.device), trainer.batch_size,
-                   conf=0.001, iou=0.7, max_det=coco.MAX_DETS[-1])
+                   conf=0.001, iou=0.7, max_det=coco.MAX_DETS[-1], nms=getattr(trainer.args, "nms", None))
     backend = coco.available_backends()[-1]  # faster-coco-eval when installed: compare checks both agree
     m = coco.metrics(coco.run_cocoeval(gt, coco.drop_ignored(dets, gt), backend))
     return m["maxDets"][str(coco.MAX_DETS[-1])]["AP_small"] or 0.0

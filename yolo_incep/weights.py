@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data.common import atomic_path
+from .files import atomic_path, path_lock
 from .errors import InputError, one_line, refuse_overwriting_input
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # what timm's inception_next was trained on; YOLO feeds RGB in [0, 1]
@@ -211,6 +211,11 @@ def run(args: argparse.Namespace) -> int:
     if out.suffix != ".pt":
         raise InputError(f"--output {out}: must end in .pt (an Ultralytics checkpoint)")
     refuse_overwriting_input(out, args.weights, args.model)
+    with path_lock(out, flag="--output"):  # one writer per output file (a lock beside it: its folder stays free)
+        return _write(args, out)
+
+
+def _write(args: argparse.Namespace, out: Path) -> int:
     yolo = _load_model(args.model)
     report = load_backbone_weights(yolo, args.weights, fold_imagenet_norm=not args.no_fold_norm)
     print(f"{args.weights} -> {args.model}: {report}")

@@ -30,7 +30,9 @@ def download_visdrone(root: Path) -> None:
                 f"{', '.join(VISDRONE_ZIPS)} (from {ASSETS_URL} or https://github.com/VisDrone/VisDrone-Dataset), "
                 f"unzip them into {root}, then run: yolo-incep convert visdrone {root} {root}")
         download([f"{ASSETS_URL}/{z}" for z in VISDRONE_ZIPS], dir=root, threads=3)
-    convert_visdrone(root, root)  # images are linked, the unzipped originals stay for the official toolkit
+    # hard links (no second copy of the images): the linked originals are this download's own, kept for the
+    # official toolkit, not the user's data; the conversion says so in its output
+    convert_visdrone(root, root, link=True)
 
 
 def find_sample(yaml_file: Path | str | None = None) -> Path:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..errors import InputError
-from .common import check_writable, remove_stale_temps
+from ..files import check_writable, folder_lock, remove_stale_temps
 from .yolo import KINDS, add_split, label_path, list_images, read_data_yaml, split_dirs
 
 
@@ -76,6 +76,13 @@ def resplit(root: Path, val_fraction: float, seed: int = 0) -> dict[str, int]:
     """Move ROOT's train+val images (with labels and sidecars) so that val holds whole sequences; counts per split."""
     check_fraction(val_fraction)
     root = Path(root)
+    if not (root / "data.yaml").is_file():
+        raise InputError(f"{root / 'data.yaml'}: no such file")
+    with folder_lock(root):  # one writer: two splits at once would move one image into both splits
+        return _resplit(root, val_fraction, seed)
+
+
+def _resplit(root: Path, val_fraction: float, seed: int) -> dict[str, int]:
     lacking = _check_entries(root)
     if "train" not in split_dirs(root):
         raise InputError(f"{root}: no images/train split to split")

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .common import Box, atomic_write_bytes, box_area, check_writable, clip_box, remove_stale_temps
+from ..files import atomic_write_bytes, check_writable, folder_lock, remove_stale_temps
+from .common import Box, box_area, clip_box
 from .yolo import (
     KINDS,
     MIN_SIDE,
@@ -181,6 +182,12 @@ def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: flo
     chosen = present if splits is None else splits
     if missing := sorted(set(chosen) - set(present)):
         raise InputError(f"SRC {src} has no split(s) {missing}; it has {present}")
+    with folder_lock(dst, flag="DST"):  # one writer: two tilings at once would mix, or remove each other's temp files
+        return _write_tiles(src, dst, cfg, chosen, present, size, overlap, min_visibility, max_tiles, overwrite)
+
+
+def _write_tiles(src: Path, dst: Path, cfg: DataYaml, chosen: list[str], present: list[str], size: int,
+                 overlap: float, min_visibility: float, max_tiles: int, overwrite: bool) -> TileReport:
     plan = _plan(src, chosen, size, overlap, max_tiles, len(cfg.names))
     foreign = foreign_files(dst, {f"{s.path.stem}_{w[0]}_{w[1]}" for s in plan for w in s.windows})
     if foreign and not overwrite:

@@ -9,7 +9,9 @@ score 0) is something the official toolkit does not count in evaluation: it goes
 Boxes are clipped to the image (size read from the image); zero-area results are dropped and counted.
 
 The whole source is parsed before anything is written, every file is written atomically and only when its content
-changes, and images are hard-linked (else symlinked, else copied): a rerun changes nothing.
+changes, and images are copied (copy-on-write clones where the filesystem has them; hard links only with --link, as
+an in-place edit of a linked image would edit the source): a rerun changes nothing. A rerun without --val-fraction
+keeps the val split an earlier run carved out of train (tile outputs may point at it). One run at a time per DST.
 """
 
 from __future__ import annotations
@@ -22,16 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from .common import (
-    SMALL_AREA,
-    Box,
-    atomic_write_bytes,
-    box_area,
-    check_writable,
-    clip_box,
-    link_image,
-    remove_stale_temps,
-)
+from ..files import atomic_write_bytes, check_writable, copy_file, folder_lock, remove_stale_temps
+from .common import SMALL_AREA, Box, box_area, clip_box
 from .split import check_fraction, split_by_sequence
 from .yolo import (
     KINDS,
@@ -202,22 +196,48 @@ def _read_annotations(path: Path, width: int, height: int, skip_bad: bool) -> Im
 
 
 def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0, seed: int = 0,
-                     skip_bad: bool = False, overwrite: bool = False,
+                     skip_bad: bool = False, overwrite: bool = False, link: bool = False,
                      log: Callable[[str], None] = print) -> ConversionReport:
-    """Convert VisDrone SRC into the YOLO dataset DST (images/, labels/, ignore/, data.yaml); returns the summary."""
+    """Convert VisDrone SRC into the YOLO dataset DST (images/, labels/, ignore/, data.yaml); returns the summary.
+
+    Images are copied (copy-on-write clones where the filesystem has them), or with `link` hard-linked."""
     src, dst = Path(src), Path(dst)
     sources = find_sources(src)
+    check_destination(dst, sources)
     if val_fraction:
         check_fraction(val_fraction)
         if "val" in sources:
             raise InputError(f"SRC {src} already has a val split: drop --val-fraction (it carves val out of train)")
         if "train" not in sources:
             raise InputError(f"SRC {src} has no train split to carve --val-fraction out of")
+    with folder_lock(dst, flag="DST"):  # one writer: two conversions at once would put one image in train and in val
+        return _convert(src, dst, sources, val_fraction, seed, skip_bad, overwrite, link, log)
+
+
+def check_destination(dst: Path, sources: dict[str, Path]) -> None:
+    """DST must not be, or lie inside, a source folder, nor hold one in the folders it writes."""
+    out = dst.resolve()
+    for folder in sources.values():
+        folder = folder.resolve()
+        if out == folder or folder in out.parents or any(k in folder.parents for k in (out / k for k in KINDS)):
+            raise InputError(f"DST {dst}: lies inside the source folder {folder} (or holds it): the conversion would "
+                             f"write into the source data; choose a DST outside it (the folder holding the "
+                             f"VisDrone2019-DET-* folders may be DST)")
+
+
+def _convert(src: Path, dst: Path, sources: dict[str, Path], val_fraction: float, seed: int, skip_bad: bool,
+             overwrite: bool, link: bool, log: Callable[[str], None]) -> ConversionReport:
     report = ConversionReport()
+    earlier = {s: list_images(dst / "images" / s) for s in split_dirs(dst)} if (dst / "images").is_dir() else {}
     plan: list[tuple[str, Path, tuple[int, int], ImageAnnotations]] = []  # parse all before writing anything
+    kept_val: set[str] = set()
     for source_split, folder in sources.items():
         pairs = _pairs(folder, skip_bad, report)
-        val = split_by_sequence(pairs, val_fraction, seed) if val_fraction and source_split == "train" else set()
+        val = set()
+        if source_split == "train" and val_fraction:
+            val = split_by_sequence(pairs, val_fraction, seed)
+        elif source_split == "train" and "val" not in sources:  # a rerun keeps the val split an earlier run carved
+            val = kept_val = set(earlier.get("val", {})) & set(pairs)
         for stem, (image, annotation) in pairs.items():
             size = image_size(image)
             plan.append(("val" if stem in val else source_split, image, size,
@@ -226,7 +246,6 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
         raise InputError(f"SRC {src}: no image with an annotation file to convert")
     plan.sort(key=lambda p: split_order(p[0]))
     splits = sorted({p[0] for p in plan}, key=split_order)
-    earlier = {s: list_images(dst / "images" / s) for s in split_dirs(dst)} if (dst / "images").is_dir() else {}
     # files of images this conversion does not have: removed only under `overwrite`, never mixed in silently
     foreign = foreign_files(dst, {image.stem for _, image, _, _ in plan})
     if foreign and not overwrite:
@@ -242,14 +261,20 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
         _remove_elsewhere(image.stem, split, earlier)
         atomic_write_bytes(label_path(target), format_labels(ann.boxes, width, height))
         write_sidecar(label_path(target, "ignore"), format_regions(ann.ignored, width, height))
-        link_image(image, target)
+        copy_file(image, target, link)
         report.images[split] = report.images.get(split, 0) + 1
         report.add(ann)
     write_data_yaml(dst, {s: f"images/{s}" for s in splits}, NAMES)
     if foreign:
         report.notes.append(f"removed {len(foreign)} file(s) of an earlier conversion (--overwrite)")
-    if "val" not in splits:
+    if kept_val:
+        report.notes.append(f"kept the val split of an earlier run ({len(kept_val)} images carved out of train); "
+                            f"pass --val-fraction, or run `yolo-incep split DST --val-fraction F`, to split anew")
+    elif "val" not in splits:
         report.notes.append("no val split: pass --val-fraction, or run `yolo-incep split DST --val-fraction F`")
+    if link:
+        report.notes.append("images are hard links (--link): an in-place edit of an image in DST edits the source "
+                            "image too; convert without --link for copies")
     log(str(report))
     return report
 
@@ -264,8 +289,7 @@ def _remove_elsewhere(stem: str, split: str, earlier: dict[str, dict[str, Path]]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `yolo-incep convert`."""
-    parser.add_argument("format", choices=["visdrone"], help="source annotation format")
+    """Arguments of `yolo-incep convert visdrone` (the format name is data/convert.py's)."""
     parser.add_argument("src", type=Path, help="VisDrone2019-DET-<split>/ folder, or a folder holding several")
     parser.add_argument("dst", type=Path, help="output YOLO dataset root")
     parser.add_argument("--val-fraction", type=float, default=0.0,
@@ -275,9 +299,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip malformed rows and unmatched files (and report how many) instead of stopping")
     parser.add_argument("--overwrite", action="store_true",
                         help="remove files an earlier conversion left in DST for images this source does not have")
+    parser.add_argument("--link", action="store_true",
+                        help="hard-link images instead of copying them (no space, but an edit of either edits both)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert and print the summary."""
-    convert_visdrone(args.src, args.dst, args.val_fraction, args.seed, args.skip_bad, args.overwrite)
+    convert_visdrone(args.src, args.dst, args.val_fraction, args.seed, args.skip_bad, args.overwrite,
+                     args.link)
     return 0

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .common import Box, atomic_write_bytes
+from ..files import atomic_write_bytes
+from .common import Box
 
 # Ultralytics' image suffixes
 IMAGE_SUFFIXES = (".bmp", ".dng", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm", ".heic")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.common import atomic_write_bytes
+from ..files import atomic_write_bytes
 from . import confusion, curves, errors
 
 SIZES = curves.SIZES

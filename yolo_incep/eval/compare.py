@@ -17,12 +17,14 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from . import bootstrap, coco
+from ..files import folder_lock
+from ..limits import check_device, check_image_memory
+from . import bootstrap, coco, predictions
 from .analysis import Analysis
 from .models import load_model, max_stride, parse_arms, predict, predict_sliced
 from .report import CompareReport, Contrast, ModelRow, arm_summary, write_json, write_report
 from .report import format_table  # noqa: F401  (demo and scripts print the table through compare)
-from ..bench import device_name, latency_ms, model_cost
+from ..cost import device_name, latency_ms, model_cost
 
 # data YAML keys that are not splits (Ultralytics' own reserved ones)
 NOT_SPLITS = {"names", "nc", "path", "download", "yaml_file", "channels"}
@@ -32,17 +34,21 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                    out: str | Path | None = None, device: str = "cpu", batch: int = 8, conf: float = 0.001,
                    iou: float = 0.7, max_det: int = 500, slice_size: int = 0, slice_overlap: float = 0.2,
                    latency_runs: int = 10, resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
-                   versus: dict[str, str] | None = None, verbose: bool = True) -> CompareReport:
+                   versus: dict[str, str] | None = None, verbose: bool = True,
+                   map_classes_by_index: bool = False, nms_free: bool = False) -> CompareReport:
     """Evaluate every model on one split and return the typed report (written to `out` when given).
 
     `models`: '[NAME=]SOURCE[,SOURCE...]' (checkpoint paths or model YAML names; several sources are one arm's
     training seeds); the first arm is the baseline. `slice_size` > 0 adds SAHI sliced-inference rows. Every
     non-baseline row and arm gets deltas with 95 % intervals from a paired bootstrap over images (`resamples`,
     `seed`); `versus` {arm: reference arm} adds those paired differences too (report.contrasts). Everything that
-    can be checked is checked before the first prediction.
+    can be checked is checked before the first prediction. `nms_free`: end-to-end models (YOLO26) predict with their
+    one-to-one head and no NMS, as `yolo val nms=False`; others with their only head and NMS, as always.
     """
     check_settings(imgsz=imgsz, batch=batch, max_det=max_det, slice_size=slice_size, latency_runs=latency_runs,
                    conf=conf, iou=iou, slice_overlap=slice_overlap, resamples=resamples)
+    check_device(device)
+    check_image_memory(imgsz, batch)  # a letterboxed batch, before any model is loaded
     if not models:
         raise InputError("compare needs at least one model")
     if split in NOT_SPLITS:
@@ -57,8 +63,10 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
         if a == r:
             raise InputError(f"--versus {a}={r}: an arm against itself")
     images, names = coco.load_data_yaml(data, split)
-    yolos = {s: load_model(s, names) for a in arms for s in a.sources}  # every model checked first
-    stride = max(max_stride(y) for y in yolos.values())
+    sources = [s for a in arms for s in a.sources]  # every model and predictions file checked first
+    saved = {s: predictions.read(s, images, len(names)) for s in sources if predictions.is_predictions(s)}
+    yolos = {s: load_model(s, names, map_classes_by_index) for s in sources if s not in saved}
+    stride = max((max_stride(y) for y in yolos.values()), default=1)
     if imgsz % stride:
         lo, hi = imgsz // stride * stride, math.ceil(imgsz / stride) * stride
         raise InputError(f"--imgsz {imgsz}: not a multiple of the models' largest stride {stride} "
@@ -72,6 +80,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     gt = coco.build_gt(images, names)
     report = CompareReport(
         data=str(data), split=split, imgsz=imgsz, device=device_name(device), conf=conf, iou=iou, max_det=max_det,
+        nms_free=nms_free,
         images=len(gt["images"]), classes=names, instances=sum(1 for a in gt["annotations"] if not a["iscrowd"]),
         ignored_instances=sum(a["iscrowd"] for a in gt["annotations"]),
         ignored_regions=sum(len(im["ignored_regions"]) for im in gt["images"]))
@@ -81,23 +90,34 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     scores: dict[str, dict] = {}  # row name -> metric -> value on each resample
     for arm in arms:
         for row_name, source in zip(arm.row_names(), arm.sources):
-            yolo = yolos[source]
-            params, gflops = model_cost(yolo.model, imgsz)
-            _log(verbose, f"{row_name}: {params:,} params, {gflops} GFLOPs; predicting {len(images)} images")
-            t = time.perf_counter()
-            runs = {row_name: predict(yolo, images, imgsz, device, batch, conf, iou, max_det)}
-            predict_s = round(time.perf_counter() - t, 3)
-            lat = {row_name: latency_ms(yolo.model, imgsz, device, reps=latency_runs)}
-            if slice_size:
-                _log(verbose, f"{row_name}: sliced inference, {slice_size}px slices")
-                name = f"{row_name}+slice{slice_size}"
-                runs[name], lat[name] = predict_sliced(yolo, images, device, conf, slice_size, slice_overlap)
+            if source in saved:
+                runs, lat, cost, predict_s, slices = _saved_rows(saved[source], row_name, arm.name, verbose,
+                                                                 dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det))
+                params, gflops = cost
+            else:
+                yolo = yolos[source]
+                params, gflops = model_cost(yolo.model, imgsz)
+                _log(verbose, f"{row_name}: {params:,} params, {gflops} GFLOPs; predicting {len(images)} images")
+                t = time.perf_counter()
+                runs = {row_name: predict(yolo, images, imgsz, device, batch, conf, iou, max_det,
+                                          nms=False if nms_free else None)}
+                predict_s = round(time.perf_counter() - t, 3)
+                lat = {row_name: latency_ms(yolo.model, imgsz, device, reps=latency_runs)}
+                slices = {row_name: 0}
+                if slice_size:
+                    _log(verbose, f"{row_name}: sliced inference, {slice_size}px slices")
+                    name = f"{row_name}+slice{slice_size}"
+                    runs[name], lat[name] = predict_sliced(yolo, images, device, conf, slice_size, slice_overlap,
+                                                           nms=False if nms_free else None)
+                    slices[name] = slice_size
             for name, dets in runs.items():
                 kept = coco.drop_ignored(dets, gt)
                 evals = [coco.run_cocoeval(gt, kept, b) for b in coco.available_backends()]
                 scores[name] = bootstrap.Matching.from_cocoeval(evals[0]).scores(counts)
-                sliced = name != row_name
-                row = ModelRow(name=name, source=source, arm=f"{arm.name}+slice{slice_size}" if sliced else arm.name,
+                sliced = bool(slices[name])
+                arm_name = arm.name if not sliced or predictions.SLICED_NAME.search(arm.name) else \
+                    f"{arm.name}+slice{slices[name]}"
+                row = ModelRow(name=name, source=source, arm=arm_name,
                                sliced=sliced, params=params, gflops=gflops, latency_ms=lat[name],
                                detections=len(kept), ignored_detections=len(dets) - len(kept),
                                metrics=coco.summarize(evals), predict_s=None if sliced else predict_s,
@@ -121,6 +141,24 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
         write_report(report, out)
         _log(verbose, f"wrote {out / 'report.json'}")
     return report
+
+
+def _saved_rows(saved: predictions.Predictions, row_name: str, arm_name: str, verbose: bool, settings: dict):
+    """What a saved predictions file gives a report row: (runs, latency, (params, GFLOPs), predict_s, slices).
+
+    Its cost is the one the file records of its model (None where it says nothing). A sliced file (info 'slice',
+    or an arm named '<arm>+slice<size>' as compare names sliced rows) is a sliced row; the settings it was made with
+    are compared with this run's, and a difference is said, since AP depends on them.
+    """
+    info = saved.info
+    named = predictions.SLICED_NAME.search(arm_name)
+    size = saved.slice or (int(named.group(1)) if named else 0)
+    name = row_name if not size or named else f"{row_name}+slice{size}"
+    differ = {k: (info[k], v) for k, v in settings.items() if k in info and info[k] != v and not size}
+    _log(verbose, f"{name}: {len(saved.detections)} saved detections from {saved.source}"
+                  + "".join(f"; made with {k} {a}, this comparison uses {b}" for k, (a, b) in differ.items()))
+    return ({name: saved.detections}, {name: info.get("latency_ms")}, (info.get("params"), info.get("gflops")),
+            None, {name: size})
 
 
 def add_deltas(report: CompareReport, scores: dict[str, dict], versus: dict[str, str] | None = None,
@@ -174,14 +212,16 @@ def parse_versus(pairs: list[str]) -> dict[str, str]:
 
 def check_settings(**values) -> None:
     """Ranges of the numeric settings, named as their command-line flags."""
-    rules = {"imgsz": lambda v: v >= 32, "batch": lambda v: v >= 1, "max_det": lambda v: v >= 1,
-             "slice_size": lambda v: v == 0 or v >= 32, "latency_runs": lambda v: v >= 1,
-             "conf": lambda v: 0 <= v < 1, "iou": lambda v: 0 < v <= 1, "slice_overlap": lambda v: 0 <= v < 1,
-             "resamples": lambda v: v >= 1}
+    rules = {"imgsz": (lambda v: v >= 32, "at least 32"), "batch": (lambda v: v >= 1, "at least 1"),
+             "max_det": (lambda v: v >= 1, "at least 1"), "slice_size": (lambda v: v == 0 or v >= 32, "0 or >= 32"),
+             "latency_runs": (lambda v: v >= 1, "at least 1"), "conf": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "iou": (lambda v: 0 < v <= 1, "in (0, 1]"), "slice_overlap": (lambda v: 0 <= v < 1, "in [0, 1)"),
+             "resamples": (lambda v: v >= 1, "at least 1")}
     flags = {"slice_size": "--slice"}
     for name, v in values.items():
-        if not rules[name](v):
-            raise InputError(f"{flags.get(name, '--' + name.replace('_', '-'))} {v}: out of range")
+        ok, allowed = rules[name]
+        if not ok(v):
+            raise InputError(f"{flags.get(name, '--' + name.replace('_', '-'))} {v}: out of range (must be {allowed})")
 
 
 def writable_folder(out: Path) -> Path:
@@ -210,8 +250,9 @@ def _fmt(v: float | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `yolo-incep compare`."""
     parser.add_argument("models", nargs="+", metavar="MODEL",
-                        help="checkpoint (.pt) or model YAML name, optionally NAME=MODEL; NAME=a.pt,b.pt is one arm "
-                             "trained with several seeds; the first is the baseline")
+                        help="checkpoint (.pt), model YAML name or saved predictions (COCO results .json / .json.gz "
+                             "on this split's images), optionally NAME=MODEL; NAME=a.pt,b.pt is one arm trained "
+                             "with several seeds; the first is the baseline")
     parser.add_argument("--data", required=True, help="Ultralytics data YAML (YOLO labels, optional ignore/ sidecars)")
     parser.add_argument("--split", default="val", help="split of the data YAML to evaluate (default: val)")
     parser.add_argument("--imgsz", type=int, default=640,
@@ -229,16 +270,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resamples", type=int, default=bootstrap.RESAMPLES,
                         help=f"bootstrap resamples for the delta intervals (default: {bootstrap.RESAMPLES})")
     parser.add_argument("--seed", type=int, default=bootstrap.SEED, help="bootstrap seed (default: 0)")
+    parser.add_argument("--map-classes-by-index", action="store_true",
+                        help="score a checkpoint whose class names differ from the dataset's by index (class i as "
+                             "the dataset's class i); without it a difference is refused")
+    parser.add_argument("--nms-free", action="store_true",
+                        help="end-to-end models (YOLO26) predict with their NMS-free one-to-one head, as `yolo val "
+                             "nms=False` (default: their one-to-many head and NMS, as Ultralytics' default)")
     parser.add_argument("--versus", action="append", default=[], metavar="ARM=REF",
                         help="also the paired difference of arm ARM to arm REF (repeatable; e.g. p2 models)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Compare, print the table, write the report."""
-    report = compare_models(args.models, args.data, split=args.split, imgsz=args.imgsz, out=args.out,
-                            device=args.device, batch=args.batch, conf=args.conf, iou=args.iou,
-                            max_det=args.max_det, slice_size=args.slice, slice_overlap=args.slice_overlap,
-                            latency_runs=args.latency_runs, resamples=args.resamples, seed=args.seed,
-                            versus=parse_versus(args.versus))
+    with folder_lock(Path(args.out), flag="--out"):  # one writer per --out: two runs would mix models in one report
+        report = compare_models(args.models, args.data, split=args.split, imgsz=args.imgsz, out=args.out,
+                                device=args.device, batch=args.batch, conf=args.conf, iou=args.iou,
+                                max_det=args.max_det, slice_size=args.slice, slice_overlap=args.slice_overlap,
+                                latency_runs=args.latency_runs, resamples=args.resamples, seed=args.seed,
+                                versus=parse_versus(args.versus), map_classes_by_index=args.map_classes_by_index,
+                                nms_free=args.nms_free)
     print(report)
     return 0

@@ -44,6 +44,8 @@ def default_name(source: str) -> str:
     p = Path(source)
     if p.parent.name == "weights" and p.parent.parent.name:
         return p.parent.parent.name + ("" if p.stem == "best" else f"-{p.stem}")
+    if p.name.lower().endswith((".json", ".json.gz")):  # saved predictions: compare's 'predictions_<name>.json'
+        return re.sub(r"\.json(\.gz)?$", "", p.name, flags=re.I).removeprefix("predictions_")
     return p.stem
 
 
@@ -60,11 +62,13 @@ def unique_names(names: list[str]) -> list[str]:
     return out
 
 
-def load_model(source: str, names: list[str]):
-    """A detection YOLO for `source`: a YAML (built untrained for these classes, seeded) or a checkpoint."""
+def load_model(source: str, names: list[str], by_index: bool = False):
+    """A detection YOLO for `source`: a YAML (built untrained for these classes, seeded) or a checkpoint whose class
+    names are the dataset's `names` (or, with `by_index`, only as many: class i is scored as the dataset's class i)."""
     suffix = Path(source).suffix.lower()
     if suffix not in MODEL_SUFFIXES:
-        raise InputError(f"model {source}: expected a .pt checkpoint or a model YAML (.yaml), "
+        raise InputError(f"model {source}: expected a .pt checkpoint, a model YAML (.yaml) or saved predictions "
+                         f"(.json, .json.gz), "
                          f"got {suffix or 'no suffix'}")
     yolo = _build(source, names) if suffix in {".yaml", ".yml"} else _load(source)
     from ultralytics.nn.modules import Detect
@@ -75,6 +79,11 @@ def load_model(source: str, names: list[str]):
                          "compare needs a detection model")
     if len(yolo.names) != len(names):
         raise InputError(f"model {source}: {len(yolo.names)} classes, but the dataset names {len(names)}")
+    own = [str(yolo.names[i]) for i in range(len(names))]
+    if own != names and not by_index:
+        i = next(i for i, (a, b) in enumerate(zip(own, names)) if a != b)
+        raise InputError(f"model {source}: class {i} is {own[i]!r}, the dataset's is {names[i]!r} (model {own}, "
+                         f"dataset {names}); pass --map-classes-by-index to score class i as the dataset's class i")
     return yolo
 
 
@@ -134,32 +143,37 @@ def _result(image_id: int, xyxy, score: float, cls: int) -> dict:
 
 @functools.cache  # one class: Model.predict keeps its predictor only while the class is the same
 def predictor_class() -> type:
-    """Ultralytics' DetectionPredictor with NMS run one image at a time, so no image of a batch loses its boxes.
+    """Ultralytics' DetectionPredictor whose NMS has no time limit, so machine load never changes the detections.
 
-    Ultralytics' NMS stops after 2 s + 0.05 s per image of the batch and leaves every image after that one empty,
-    with only a warning: at conf 0.001 a P2 model's 150k anchors at 1536 px took that long on a loaded 2-core CPU,
-    and about half of the 60 VisDrone val frames got no detection at all. Called per image, it always finishes it.
+    Ultralytics' NMS stops after 2 s + 0.05 s per image of the batch and returns what it has (the later images of
+    the batch empty) with only a warning: at conf 0.001 a P2 model's 150k anchors at 1536 px took that long on a
+    loaded 2-core CPU. Its per-image allowance `max_time_img` is an argument: infinite, the limit never passes.
+    An end-to-end model (YOLO26's one-to-one head, picked by `nms=False`) goes through the same call, which for it
+    only keeps the head's top-k rows above `conf`, at most `max_det`, exactly as YOLO.predict: no second NMS.
     """
+    import math
+
     from ultralytics.models.yolo.detect import DetectionPredictor
+    from ultralytics.utils import nms, ops
 
-    class PerImageNMSPredictor(DetectionPredictor):
+    class UnlimitedNMSPredictor(DetectionPredictor):
         def postprocess(self, preds, img, orig_imgs, **kwargs):
-            p = preds[0] if isinstance(preds, (list, tuple)) else preds  # Detect's eval output: (boxes, raw maps)
-            batch, results = self.batch, []
-            try:
-                for i, path in enumerate(batch[0]):
-                    self.batch = ([path], *batch[1:])  # construct_results names results from self.batch[0]
-                    results += super().postprocess(p[i:i + 1], img[i:i + 1], orig_imgs[i:i + 1], **kwargs)
-            finally:
-                self.batch = batch
-            return results
+            dets = nms.non_max_suppression(preds, self.args.conf, kwargs.pop("iou", self.args.iou), self.args.classes,
+                                           self.args.agnostic_nms, max_det=self.args.max_det,
+                                           end2end=getattr(self.model, "end2end", False), max_time_img=math.inf)
+            if not isinstance(orig_imgs, list):  # a tensor source: the stock predictor's conversion
+                orig_imgs = ops.convert_torch2numpy_batch(orig_imgs)[..., ::-1]
+            return self.construct_results(dets, img, orig_imgs, **kwargs)
 
-    return PerImageNMSPredictor
+    return UnlimitedNMSPredictor
 
 
 def predict(yolo, images: list[Path], imgsz: int, device: str, batch: int, conf: float, iou: float,
-            max_det: int) -> list[dict]:
-    """COCO results of whole-image inference, `batch` images at a time; image ids are 1-based positions in `images`."""
+            max_det: int, nms: bool | None = None) -> list[dict]:
+    """COCO results of whole-image inference, `batch` images at a time; image ids are 1-based positions in `images`.
+
+    `nms` is Ultralytics' own setting: None (its default) predicts with the one-to-many branch and NMS, False with
+    an end-to-end model's NMS-free one-to-one head (the head keeps the top max(max_det, 300), then max_det)."""
     ids = {str(p.absolute()): i for i, p in enumerate(images, 1)}  # results are keyed by path, whatever their order
     out = []
     # Ultralytics reads a list source into memory and infers it as one batch, whatever `batch` says: the 60 val
@@ -169,25 +183,41 @@ def predict(yolo, images: list[Path], imgsz: int, device: str, batch: int, conf:
     for start in range(0, len(images), batch):
         chunk = [str(p) for p in images[start:start + batch]]
         for r in yolo.predict(chunk, stream=True, imgsz=imgsz, device=device, batch=batch, conf=conf, iou=iou,
-                              max_det=max_det, rect=False, verbose=False, save=False, predictor=predictor_class()):
+                              max_det=max_det, nms=nms, rect=False, verbose=False, save=False,
+                              predictor=predictor_class()):
             b = r.boxes
             out += [_result(ids[r.path], *row) for row in zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
     return out
 
 
+class _UnlimitedYOLO:
+    """A YOLO for SAHI whose calls go through predictor_class() with our `nms` setting (SAHI calls the model with
+    Ultralytics' default predictor, time limit included, and its default head); everything else is the YOLO's."""
+
+    def __init__(self, yolo, nms: bool | None):
+        self._yolo, self._nms = yolo, nms
+
+    def __getattr__(self, name):
+        return getattr(self._yolo, name)
+
+    def __call__(self, source, **kwargs):
+        return self._yolo.predict(source, predictor=predictor_class(), nms=self._nms, **kwargs)
+
+
 def predict_sliced(yolo, images: list[Path], device: str, conf: float, size: int,
-                   overlap: float) -> tuple[list[dict], float]:
+                   overlap: float, nms: bool | None = None) -> tuple[list[dict], float]:
     """COCO results of SAHI sliced inference (plus SAHI's full-image pass), and the median ms per image end to end.
 
     Slices are predicted at their own size (1:1), the scale a model trained on native-resolution tiles knows;
-    at `imgsz` a 320-px slice would be upscaled 4.8x for a 1536-px run, and cost 23x the pixels.
+    at `imgsz` a 320-px slice would be upscaled 4.8x for a 1536-px run, and cost 23x the pixels. `nms` as predict's.
     """
     import statistics
 
     from sahi.models.ultralytics import UltralyticsDetectionModel
     from sahi.predict import get_sliced_prediction
 
-    dm = UltralyticsDetectionModel(model=yolo, confidence_threshold=conf, device=device or None, image_size=size)
+    dm = UltralyticsDetectionModel(model=_UnlimitedYOLO(yolo, nms), confidence_threshold=conf, device=device or None,
+                                   image_size=size)
     out, times = [], []
     for image_id, p in enumerate(images, 1):
         t = time.perf_counter()

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..data.common import atomic_write_bytes
+from ..files import atomic_write_bytes
 from . import coco
 from .analysis import Analysis, table_rows, write_files
 from .bootstrap import DELTA_KEYS, Delta
@@ -26,9 +26,9 @@ class ModelRow:
     source: str
     arm: str
     sliced: bool
-    params: int
-    gflops: float
-    latency_ms: float
+    params: int | None  # None: unknown (saved predictions that do not say)
+    gflops: float | None
+    latency_ms: float | None
     detections: int
     ignored_detections: int
     metrics: dict  # coco.evaluate(): "maxDets" {"100": {...}, "500": {...}}, "per_class_AP_small", backends
@@ -110,6 +110,7 @@ class CompareReport:
     contrasts: list[Contrast] = field(default_factory=list)  # asked for with `versus`; the baseline's are in rows
     bootstrap: dict | None = None  # resamples, seed, method (None until the deltas are computed)
     complete: bool = False  # False while models are still being evaluated (or after a failure): the rows so far
+    nms_free: bool = False  # end-to-end models scored on their one-to-one head, without NMS (compare --nms-free)
 
     def to_json(self) -> dict:
         """report.json: the keys of earlier versions in their order, then 'arms', 'bootstrap', 'complete'."""
@@ -121,7 +122,7 @@ class CompareReport:
                            "(sliced rows: median ms per image end to end)",
                 "models": [m.to_json() | _analysis_delta(m, baseline(self, m)) for m in self.models],
                 "arms": [a.to_json() for a in self.arms], "contrasts": [c.to_json() for c in self.contrasts],
-                "bootstrap": self.bootstrap, "complete": self.complete}
+                "bootstrap": self.bootstrap, "complete": self.complete, "nms_free": self.nms_free}
 
     def __str__(self) -> str:
         return format_table(self)
@@ -166,8 +167,9 @@ def _columns(report: CompareReport) -> list[tuple[str, list[ModelRow], ArmSummar
     return cols
 
 
-def _cost(rows: list[ModelRow], attr: str) -> float:
-    return statistics.fmean(getattr(r, attr) for r in rows)
+def _cost(rows: list[ModelRow], attr: str, scale: float = 1) -> float | None:
+    values = [getattr(r, attr) for r in rows]
+    return None if None in values else statistics.fmean(values) * scale
 
 
 def format_table(report: CompareReport) -> str:
@@ -180,8 +182,8 @@ def format_table(report: CompareReport) -> str:
     lines: list[list[str]] = [["", *[c[0] for c in cols]]]
     for label, attr, scale in (("params (M)", "params", 1e-6), ("GFLOPs", "gflops", 1),
                                ("latency ms/img", "latency_ms", 1)):
-        b = _cost(base, attr) * scale if base else None
-        lines.append([label, *[_cost_cell(_cost(rows, attr) * scale, b, rows == base) for _, rows, _ in cols]])
+        b = _cost(base, attr, scale) if base else None
+        lines.append([label, *[_cost_cell(_cost(rows, attr, scale), b, rows == base) for _, rows, _ in cols]])
     for md in coco.MAX_DETS:
         for k in TABLE_METRICS:
             key = f"{k}@{md}"
@@ -215,7 +217,9 @@ def format_table(report: CompareReport) -> str:
     return "\n".join([title, *text, *notes])
 
 
-def _cost_cell(v: float, base: float | None, baseline: bool) -> str:
+def _cost_cell(v: float | None, base: float | None, baseline: bool) -> str:
+    if v is None:
+        return "-"
     text = f"{v:.2f}"
     return text if baseline or not base else f"{text} ({(v / base - 1) * 100:+.1f}%)"
 

@@ -5,19 +5,7 @@ from torchvision.ops import StochasticDepth
 
 from .backbone import InceptionNeXtStage, InceptionNeXtStem
 from .blocks import C2fIncep, C3Incep, C3k2Incep, ELAN1Incep, RepNCSPELAN4Incep
-from .head import (
-    DetectIncep,
-    DetectIncep2,
-    DetectIncepBox2,
-    DetectIncepCls1,
-    DetectIncepCls1Split,
-    DetectIncepCls2,
-    DetectIncepDense,
-    DetectIncepNarrow,
-    DetectIncepStemless,
-    DetectIncepWide,
-    MatmulDFL,
-)
+from .head import DetectIncep, MatmulDFL
 from .layers import ConvMlp, InceptionDWConv2d, MetaNeXtBlock
 
 __all__ = (
@@ -26,15 +14,6 @@ __all__ = (
     "C3k2Incep",
     "ConvMlp",
     "DetectIncep",
-    "DetectIncep2",
-    "DetectIncepBox2",
-    "DetectIncepCls1",
-    "DetectIncepCls1Split",
-    "DetectIncepCls2",
-    "DetectIncepDense",
-    "DetectIncepNarrow",
-    "DetectIncepStemless",
-    "DetectIncepWide",
     "ELAN1Incep",
     "InceptionDWConv2d",
     "InceptionNeXtStage",

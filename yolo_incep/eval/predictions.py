@@ -1,0 +1,163 @@
+"""Saved detections as a model source of `compare`: COCO results files (`.json` or `.json.gz`), read with checks.
+
+Two shapes are read:
+- a plain COCO results list (`[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`, as pycocotools,
+  SAHI and `compare`'s own `predictions_<name>.json` write it), whose image ids are 1-based positions in the split's
+  sorted image list (`compare`'s gt.json); a gt.json beside it, if any, must name the same images;
+- the self-describing form `bench` keeps for every finished run: `{"info": {...}, "images": [{"id", "file_name"}],
+  "annotations": [results]}`, matched to the split by file name, so it stays valid on another machine or checkout.
+  `info` carries what the detections cannot show: the model's params, GFLOPs and latency, the inference settings,
+  and `slice` (the SAHI slice size, 0 for whole images). `write` stores the results as columns instead of
+  "annotations" (`"columns": {"image_id": [...], "category_id": [...], "bbox": [x, y, w, h, x, ...], "score":
+  [...]}`), boxes to 0.01 px and scores to 1e-4: a kept run then takes ~0.36 MB instead of ~0.58 MB (30,000
+  detections at conf 0.001), and no metric moves by more than 1.1e-4 (measured on yolov8n-s0 of the CPU grid).
+
+So a comparison never needs the checkpoint again: detections from bench, from SAHI or from any other detector are
+scored, with intervals, exactly as a checkpoint's own.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+from ..files import atomic_write_bytes
+
+SLICED_NAME = re.compile(r"\+slice(\d+)$")  # compare's name for a sliced row: '<arm>+slice<size>'
+
+
+def is_predictions(source: str | Path) -> bool:
+    """Whether a model source names a saved predictions file rather than a checkpoint or model YAML."""
+    name = str(source).lower()
+    return name.endswith(".json") or name.endswith(".json.gz")
+
+
+@dataclass
+class Predictions:
+    """Detections of one model on one split (image ids = 1-based positions in the split) and what is known of it."""
+
+    source: str
+    detections: list[dict]
+    info: dict = field(default_factory=dict)
+
+    @property
+    def slice(self) -> int:
+        """SAHI slice size the detections were made with; 0 for whole images."""
+        return int(self.info.get("slice") or 0)
+
+
+ROUND = {"bbox": 2, "score": 4}  # decimals kept by `write` (see the module's docstring for what it costs)
+
+
+def write(path: Path, detections: list[dict], images: list[Path], info: dict) -> None:
+    """Keep `detections` (image ids = positions in `images`) with the images' names and `info`, as columns rounded
+    to ROUND; gzip for '.gz'."""
+    cols = {"image_id": [d["image_id"] for d in detections], "category_id": [d["category_id"] for d in detections],
+            "bbox": [round(v, ROUND["bbox"]) for d in detections for v in d["bbox"]],
+            "score": [round(d["score"], ROUND["score"]) for d in detections]}
+    doc = {"info": info | {"rounded": dict(ROUND)}, "images": [{"id": i, "file_name": Path(p).name}
+                                                                for i, p in enumerate(images, 1)], "columns": cols}
+    data = json.dumps(doc, separators=(",", ":")).encode()
+    atomic_write_bytes(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
+
+
+def read(source: str | Path, images: list[Path], nc: int) -> Predictions:
+    """The detections of a saved predictions file, checked against the split's `images` and `nc` classes."""
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"predictions {source}: no such file")
+    try:
+        raw = path.read_bytes()
+        doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"predictions {source}: not a COCO results JSON ({type(e).__name__}: {e})") from e
+    if isinstance(doc, list):
+        dets, info, ids = doc, {}, None
+        _check_sibling_gt(path, images)
+    elif isinstance(doc, dict) and isinstance(doc.get("images"), list) and (
+            isinstance(doc.get("annotations"), list) or isinstance(doc.get("columns"), dict)):
+        dets = doc["annotations"] if "annotations" in doc else _rows(source, doc["columns"])
+        info = doc.get("info") or {}
+        ids = _match_images(source, doc["images"], images)
+    else:
+        raise InputError(f"predictions {source}: expected a COCO results list, or a dict with 'images' and "
+                         "'annotations' (or 'columns')")
+    out = [_checked(source, k, d, len(images), nc, ids) for k, d in enumerate(dets)]
+    return Predictions(str(source), out, info if isinstance(info, dict) else {})
+
+
+def _rows(source, cols: dict) -> list[dict]:
+    """Results entries from `write`'s columns (checked entry by entry afterwards, like any other results)."""
+    keys = ("image_id", "category_id", "bbox", "score")
+    if not all(isinstance(cols.get(k), list) for k in keys):
+        raise InputError(f"predictions {source}: 'columns' needs the lists {', '.join(keys)}")
+    n = len(cols["image_id"])
+    if not len(cols["category_id"]) == len(cols["score"]) == n or len(cols["bbox"]) != 4 * n:
+        raise InputError(f"predictions {source}: 'columns' of different lengths (bbox holds 4 numbers a detection)")
+    boxes = cols["bbox"]
+    return [{"image_id": i, "category_id": c, "bbox": boxes[4 * k:4 * k + 4], "score": s}
+            for k, (i, c, s) in enumerate(zip(cols["image_id"], cols["category_id"], cols["score"]))]
+
+
+def _match_images(source, listed: list, images: list[Path]) -> dict[int, int]:
+    """{file's image id: position in the split}, by file name; every split image must be covered."""
+    position = {p.name: i for i, p in enumerate(images, 1)}
+    if len(position) != len(images):
+        raise InputError(f"predictions {source}: the split has images of the same file name in several folders, so "
+                         "saved predictions cannot be matched to them by name")
+    ids = {}
+    for k, im in enumerate(listed):
+        if not (isinstance(im, dict) and isinstance(im.get("id"), int) and isinstance(im.get("file_name"), str)):
+            raise InputError(f"predictions {source}: images[{k}]: expected {{'id': int, 'file_name': str}}")
+        name = Path(im["file_name"]).name
+        if name not in position:
+            raise InputError(f"predictions {source}: image {name!r} is not in the split being evaluated "
+                             f"({len(images)} images): predictions of other images")
+        ids[im["id"]] = position[name]
+    missing = sorted(set(position.values()) - set(ids.values()))
+    if missing:
+        raise InputError(f"predictions {source}: covers {len(ids)} of the split's {len(images)} images "
+                         f"(missing e.g. {images[missing[0] - 1].name}): predictions of other images")
+    return ids
+
+
+def _check_sibling_gt(path: Path, images: list[Path]) -> None:
+    """A plain results list written by `compare` has gt.json beside it: its images must be the split's."""
+    gt = path.parent / "gt.json"
+    if not gt.is_file():
+        return
+    try:
+        names = [Path(im["file_name"]).name for im in json.loads(gt.read_text())["images"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # not compare's gt.json: nothing to check against
+    if names != [p.name for p in images]:
+        raise InputError(f"predictions {path}: the gt.json beside it names other images than the split being "
+                         f"evaluated ({len(names)} vs {len(images)} images): predictions of other images")
+
+
+def _checked(source, k: int, d, n_images: int, nc: int, ids: dict[int, int] | None) -> dict:
+    """One results entry, validated, with its image id mapped to the split position."""
+    where = f"predictions {source}: detection {k}"
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: expected an object with image_id, category_id, bbox, score")
+    image_id, cat, bbox, score = (d.get(key) for key in ("image_id", "category_id", "bbox", "score"))
+    if not isinstance(image_id, int) or (ids is None and not 1 <= image_id <= n_images) or (
+            ids is not None and image_id not in ids):
+        raise InputError(f"{where}: image_id {image_id!r} is not an image of the split ({n_images} images)")
+    if not isinstance(cat, int) or not 1 <= cat <= nc:
+        raise InputError(f"{where}: category_id {cat!r} outside 1..{nc} (the dataset's classes)")
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite(v) for v in bbox) and min(bbox[2:]) >= 0):
+        raise InputError(f"{where}: bbox {bbox!r} is not [x, y, w, h] with w, h >= 0")
+    if not (_finite(score) and 0 <= score <= 1):
+        raise InputError(f"{where}: score {score!r} outside 0..1")
+    return {"image_id": image_id if ids is None else ids[image_id], "category_id": cat,
+            "bbox": [float(v) for v in bbox], "score": float(score)}
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
