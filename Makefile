@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 # The CUDA build runs fine on CPU. Ultralytics is pinned to the version the tests ran against (range: pyproject).
 PINS := torch==2.14.1 torchvision==0.29.2 ultralytics==8.4.190
 
-.PHONY: demo test test-oldest install clean gpu-kit
+.PHONY: demo test test-lab test-oldest install clean gpu-kit
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The lab's tests (experiments/tests/, outside pytest's testpaths): not part of `make test`.
+test-lab: install
+	$(BIN)/python -m pytest experiments/tests
 
 # The oldest supported Ultralytics (plugin.SUPPORTED_RANGE) in place of the pinned one; not part of `make test`.
 test-oldest: install

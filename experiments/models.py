@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from yolo_incep.files import atomic_write_bytes
 from yolo_incep.plugin import MODEL_YAMLS
 
 from . import heads  # noqa: F401  (the heads the rows name are registered with the plugin)
@@ -129,11 +130,7 @@ def write(name: str) -> Path:
         text += f"{section}:\n" + "".join(f"  - {yaml.safe_dump(r, default_flow_style=True, width=1000).strip()}\n"
                                          for r in d[section])
     path = OUT / f"{name}.yaml"
-    if not path.is_file() or path.read_text() != text:
-        OUT.mkdir(exist_ok=True)
-        tmp = path.with_suffix(f".tmp{id(text)}")
-        tmp.write_text(text)
-        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+    atomic_write_bytes(path, text)  # only when it changed; a concurrent reader sees the old file or the new one
     return path
 
 

@@ -17,7 +17,7 @@ from yolo_incep.eval import bootstrap, coco, compare
 from yolo_incep.eval import report as compare_report
 from yolo_incep.eval.report import CompareReport, ModelRow
 
-def fake_predict(yolo, images, imgsz, device, batch, conf, iou, max_det):
+def fake_predict(yolo, images, imgsz, device, batch, conf, iou, max_det, nms=None):
     """Ground truth jittered by a few pixels plus random boxes: predictions with AP strictly between 0 and 1."""
     gt = coco.build_gt(images, ["a", "b"])
     rng = np.random.default_rng(len(gt["annotations"]))
@@ -236,7 +236,7 @@ def test_unwritable_out_is_refused_before_predicting(data, tmp_path, capsys, mon
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("notes.txt", "hello\n", "expected a .pt checkpoint or a model YAML (.yaml), got .txt"),
+    ("notes.txt", "hello\n", "expected a .pt checkpoint, a model YAML (.yaml) or saved predictions (.json, .json.gz), got .txt"),
     ("text.pt", "hello\n", "not a loadable Ultralytics checkpoint"),
     ("text.yaml", "hello\n", "not a model YAML"),
     ("unknown.yaml", "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, Foo, [16]]\n"
@@ -253,10 +253,10 @@ def test_bad_models_give_one_line_errors(data, tmp_path, capsys, name, text, mes
 
 
 def test_a_failure_keeps_what_was_computed(data, tmp_path, monkeypatch):
-    def second_fails(yolo, *args):
+    def second_fails(yolo, *args, **kwargs):
         if sum(1 for _ in (tmp_path / "o").glob("predictions_*.json")):
             raise RuntimeError("out of memory")
-        return fake_predict(yolo, *args)
+        return fake_predict(yolo, *args, **kwargs)
 
     monkeypatch.setattr(compare, "predict", second_fails)
     with pytest.raises(RuntimeError):
@@ -268,7 +268,7 @@ def test_a_failure_keeps_what_was_computed(data, tmp_path, monkeypatch):
 
 
 def test_whole_image_prediction_keeps_every_image_past_the_nms_time_limit(data, monkeypatch):
-    """Ultralytics' batched NMS gives up after its time limit and leaves later images empty; ours runs per image."""
+    """Ultralytics' batched NMS gives up after its time limit and leaves later images empty; ours has no limit."""
     from ultralytics import YOLO
     from ultralytics.models.yolo.detect import DetectionPredictor
     from ultralytics.utils import nms

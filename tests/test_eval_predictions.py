@@ -32,7 +32,7 @@ def checkpoints(data, tmp_path_factory) -> list[Path]:
     return out
 
 
-def jittered_truth(yolo, images, imgsz, device, batch, conf, iou, max_det):
+def jittered_truth(yolo, images, imgsz, device, batch, conf, iou, max_det, nms=None):
     """Ground truth moved by a few pixels, seeded by the checkpoint, plus misses: AP strictly between 0 and 1 that
     differs between checkpoints (untrained models score 0, and equal zeros would prove nothing)."""
     gt = coco.build_gt(images, ["a", "b"])

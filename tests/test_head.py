@@ -30,7 +30,7 @@ HEAD_IDS = [f"{n[:-5]}{'+DetectIncep' if h else ''}" for n, h in HEAD_MODELS]
 
 
 def _dict(name: str, head: bool = False) -> dict:
-    """A model YAML of model_yamls/ (or Ultralytics' own) as its file says, its Detect row set to DetectIncep if `head`."""
+    """A model YAML of model_yamls/ (or Ultralytics' own) as its file says; its Detect row DetectIncep if `head`."""
     path = MODEL_YAMLS / name if (MODEL_YAMLS / name).is_file() else Path(check_yaml(name))
     d = yaml.safe_load(path.read_text())
     if head:
@@ -62,7 +62,8 @@ def test_each_stride_has_an_inception_stem_then_one_depthwise_separable_layer_pe
             dw, out = branch
             assert isinstance(dw, DWConv) and dw.conv.kernel_size == (3, 3) and dw.conv.groups == dw.conv.in_channels
             assert out.kernel_size == (1, 1) and out.out_channels == ref[-1].out_channels  # 64 DFL bins, 80 classes
-    dense = [n for n, m in head.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
+    dense = [n for n, m in head.named_modules()
+             if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
     assert dense == []  # no dense spatial conv anywhere: where stock Detect spends P2's time
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():  # decoded like stock Detect: the same (batch, 4 + nc, anchors) output
@@ -73,7 +74,8 @@ def test_each_stride_has_an_inception_stem_then_one_depthwise_separable_layer_pe
                                                      ("yolov8-incep-p2.yaml", True, "yolov8n-p2.yaml"),
                                                      ("yolov8-incep.yaml", True, "yolov8n.yaml")])
 def test_params_and_gflops_stay_below_the_stock_model(ours, head, stock):
-    (p_ours, g_ours), (p_stock, g_stock) = model_cost(_model(ours, head=head), 640), model_cost(DetectionModel(stock), 640)
+    (p_ours, g_ours) = model_cost(_model(ours, head=head), 640)
+    (p_stock, g_stock) = model_cost(DetectionModel(stock), 640)
     assert p_ours < p_stock and g_ours < g_stock
 
 

@@ -25,6 +25,16 @@ def test_plain_python_startup_imports_neither_torch_nor_ultralytics(fresh_env, t
     assert out.stdout.strip() == "['yolo_incep']"  # only the stdlib-only start-up hook
 
 
+def test_importing_the_parser_loads_only_what_parsing_needs(fresh_env, tmp_path):
+    code = ("import sys, ultralytics.nn.tasks\n"
+            "print(sorted(m for m in sys.modules if m.startswith('yolo_incep.') and not m.startswith('yolo_incep.nn')))")
+    out = run_process([sys.executable, "-c", code], {**fresh_env, "YOLO_INCEP_AP_SMALL": "0"}, tmp_path)
+    assert out.returncode == 0, out.stderr
+    # the hook, the plugin, its errors and the opt-in metric's switch: no eval/, data/, protocol or cost code
+    assert out.stdout.strip() == "['yolo_incep._bootstrap', 'yolo_incep.errors', 'yolo_incep.plugin', " \
+                                 "'yolo_incep.train_metric']"
+
+
 @pytest.mark.parametrize("scale", ["n", "m", "x"])
 def test_rows_get_the_stock_treatment_at_every_scale(scale):
     ours, stock = YOLO(f"yolov8{scale}-incep.yaml").model, YOLO(f"yolov8{scale}.yaml").model

@@ -215,7 +215,7 @@ def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
     imgsz, device = ws.budget.compare_imgsz, ws.budget.device
     params, gflops = model_cost(yolo.model, imgsz)
     info = {"checkpoint": str(checkpoint), "params": params, "gflops": gflops, "imgsz": imgsz, "conf": KEEP["conf"],
-            "iou": KEEP["iou"], "max_det": KEEP["max_det"], "device": device, "slice": 0}
+            "iou": KEEP["iou"], "max_det": KEEP["max_det"], "nms_free": False, "device": device, "slice": 0}
     files = {"predictions.json.gz": (predict(yolo, images, imgsz, device, batch=4, **KEEP), info)}
     if ws.budget.slice and _has_sahi():
         dets, _ = predict_sliced(yolo, images, device, KEEP["conf"], ws.budget.slice, 0.2)
@@ -225,7 +225,9 @@ def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
     return list(files)
 
 
-KEEP = {"conf": 0.001, "iou": 0.7, "max_det": 500}  # compare's defaults: kept predictions score as compare would
+# compare's defaults (end-to-end models too: their one-to-many head and NMS, as Ultralytics' `nms=None` default), so
+# kept predictions score as compare would score the checkpoint
+KEEP = {"conf": 0.001, "iou": 0.7, "max_det": 500}
 
 
 def _has_sahi() -> bool:
@@ -282,6 +284,9 @@ def run(args: argparse.Namespace) -> int:
     budget = recipe.BUDGETS[args.budget]
     if args.device:
         budget = replace(budget, device=args.device)
+    if args.budget not in GRIDS:  # a budget whose grid the lab registers (experiments/grids.py)
+        raise InputError(f"--budget {args.budget}: its grid is the lab's: python -m experiments.bench --budget "
+                         f"{args.budget}")
     grid = GRIDS[args.budget]
     if args.arms:
         unknown = sorted(set(args.arms) - {a.name for a in grid})

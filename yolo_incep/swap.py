@@ -1,7 +1,9 @@
 """`yolo-incep swap`: rewrite an Ultralytics model YAML so its CSP/ELAN block rows use our Inception counterparts.
 
 The counterparts come from the blocks themselves: every yolo_incep block that subclasses the stock block named in
-its `mirror` is a drop-in for that block's rows (same arguments, same channel/width/depth handling).
+its `mirror` is a drop-in for that block's rows (same arguments, same channel/width/depth handling). Which rows
+convert is a rule (RULES): by default p45, the measured design, which needs each row's stride: the stock model is
+built once and every row's output map measured (row_strides), so any YAML's layout is read as Ultralytics builds it.
 
 Scale letters: Ultralytics reads the scale from the file name (`yolov8s.yaml` -> 's') and, for a name without
 one, builds the first entry of `scales`. The output therefore lists the source's scale first: `swap yolov8s.yaml

@@ -62,8 +62,10 @@ def test_builds_as_trained_steps_and_fuses(name):
 def test_each_head_has_the_dense_convs_and_stem_its_name_says(cls):
     head = cls(nc=10, ch=(32, 64, 128))
     box, cls_, stem = DENSE[cls]
-    dense = [n for n, m in head.named_modules() if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
-    assert len([n for n in dense if n.startswith("cv2.")]) == 3 * box and len([n for n in dense if n.startswith("cv3.")]) == 3 * cls_
+    dense = [n for n, m in head.named_modules()
+             if isinstance(m, nn.Conv2d) and m.groups == 1 and m.kernel_size != (1, 1)]
+    assert len([n for n in dense if n.startswith("cv2.")]) == 3 * box  # three strides
+    assert len([n for n in dense if n.startswith("cv3.")]) == 3 * cls_
     assert all(n.startswith(("cv2.", "cv3.")) for n in dense)
     assert any(isinstance(m, InceptionDWConv2d) for m in head.modules()) == stem
 

@@ -92,7 +92,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
         for row_name, source in zip(arm.row_names(), arm.sources):
             if source in saved:
                 runs, lat, cost, predict_s, slices = _saved_rows(saved[source], row_name, arm.name, verbose,
-                                                                 dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det))
+                                                                 dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
+                                                                      nms_free=nms_free))
                 params, gflops = cost
             else:
                 yolo = yolos[source]

@@ -68,8 +68,7 @@ def load_model(source: str, names: list[str], by_index: bool = False):
     suffix = Path(source).suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         raise InputError(f"model {source}: expected a .pt checkpoint, a model YAML (.yaml) or saved predictions "
-                         f"(.json, .json.gz), "
-                         f"got {suffix or 'no suffix'}")
+                         f"(.json, .json.gz), got {suffix or 'no suffix'}")
     yolo = _build(source, names) if suffix in {".yaml", ".yml"} else _load(source)
     from ultralytics.nn.modules import Detect
 
