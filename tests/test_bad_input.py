@@ -156,7 +156,7 @@ def test_compare_refuses_other_class_names_unless_mapped_by_index(data, tmp_path
     rc, _, err = run_cli(*argv, "--out", tmp_path / "o")
     assert rc == 2 and "class 1 is 'disc', the dataset's is 'b'" in err and "--map-classes-by-index" in err, err
     assert not (tmp_path / "o").exists()
-    monkeypatch.setattr(compare, "predict", lambda *a: [{"image_id": 1, "category_id": 2, "score": 0.5,
+    monkeypatch.setattr(compare, "predict", lambda *a, **k: [{"image_id": 1, "category_id": 2, "score": 0.5,
                                                          "bbox": [1.0, 1.0, 8.0, 8.0]}])
     rc, _, err = run_cli(*argv, "--out", tmp_path / "o", "--map-classes-by-index")
     assert rc == 0, err
@@ -229,7 +229,7 @@ def test_bench_refuses_an_arm_and_seed_another_process_trains(tmp_path, run_cli,
     from yolo_incep import protocol
 
     monkeypatch.setattr(protocol.Workspace, "prepare", lambda self: self.root / "data.yaml")
-    monkeypatch.setattr(protocol, "train_run", lambda *a: pytest.fail("trained an arm held by another process"))
+    monkeypatch.setattr(protocol, "train_run", lambda *a, **k: pytest.fail("trained an arm held by another process"))
     run_dir = tmp_path / "work/runs/yolov8n-s0"
     with Holder(run_dir, "path_lock") as holder:
         assert_refused(run_cli("bench", "--work", tmp_path / "work", "--out", tmp_path / "report",

@@ -58,7 +58,7 @@ def test_rehearsal_writes_the_sitting_files_and_they_give_the_report(small_sampl
     assert {r["steps"] for r in runs} == {bench["plan"]["steps"]} and bench["plan"]["steps"] > 0  # equal work
     assert all(r["images_seen"] == r["steps"] * bench["settings"]["batch"] for r in runs)
     with zipfile.ZipFile(out / "kept_runs.zip") as z:
-        assert {"runs/yolov8n-s0/predictions.json.gz", "runs/yolov8n-incep-s0/steps.jsonl.gz"} <= set(z.namelist())
+        assert {"runs/yolov8n-s0/predictions.json.xz", "runs/yolov8n-incep-s0/steps.jsonl.xz"} <= set(z.namelist())
     log = (out / "log.txt").read_text()
     assert "Traceback" not in log and "polars" not in log
     # the report, anywhere, from the files alone (no checkpoint, no GPU)
@@ -69,6 +69,12 @@ def test_rehearsal_writes_the_sitting_files_and_they_give_the_report(small_sampl
     try:
         assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--work", str(tmp_path / "w2"),
                          "--out", str(tmp_path / "report")]) == 0
+        other = tmp_path / "other/runs/yolov8n-s0/done.json"  # a folder keeping another sitting's runs: refused
+        other.parent.mkdir(parents=True)
+        other.write_text("{}")
+        assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--work", str(tmp_path / "w2"),
+                         "--out", str(tmp_path / "other")]) == 2
+        assert other.read_text() == "{}" and not (tmp_path / "other/runs/yolov8n-incep-s0").exists()
     finally:
         os.environ.pop("YOLO_INCEP_VISDRONE_SAMPLE") if old is None else os.environ.update(
             YOLO_INCEP_VISDRONE_SAMPLE=old)

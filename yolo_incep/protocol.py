@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import json
 import os
 import shutil
@@ -25,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import gpu_kit, recipe
+from .eval.predictions import compress  # the kept files' one packer (xz)
 from .files import atomic_write_bytes, folder_lock, path_lock
 from .errors import InputError
 
@@ -49,7 +49,12 @@ GRIDS: dict[str, tuple[GridArm, ...]] = {
     # experiments.bench` registers them (register_grid) and runs this protocol.
     "cpu": (GridArm("yolov8n", "yolov8n.yaml", (0, 1)), GridArm("yolov8n-incep", "yolov8n-incep.yaml", (0, 1)),
             GridArm("yolov8n-p2", "yolov8n-p2.yaml", (0, 1, 2)),
-            GridArm("yolov8n-incep-p2-p45-stockhead", "yolov8n-incep-p2.yaml", (0, 1, 2), versus="yolov8n-p2")),
+            GridArm("yolov8n-incep-p2-p45-stockhead", "yolov8n-incep-p2.yaml", (0, 1, 2), versus="yolov8n-p2"),
+            # YOLO26 (its seeds 1 and the P2 pair not trained yet); the recipe's fixed AdamW keeps MuSGD out
+            GridArm("yolo26n", "yolo26n.yaml", (0, 1)), GridArm("yolo26n-incep", "yolo26n-incep.yaml", (0, 1),
+                                                                versus="yolo26n"),
+            GridArm("yolo26n-p2", "yolo26n-p2.yaml"),
+            GridArm("yolo26n-incep-p2", "yolo26n-incep-p2.yaml", versus="yolo26n-p2")),
     "smoke": (GridArm("yolov8n", "yolov8n.yaml"), GridArm("yolov8n-incep", "yolov8n-incep.yaml")),
 }
 
@@ -153,8 +158,9 @@ def train_run(ws: Workspace, arm: GridArm, seed: int, data: Path, sitting_minute
     """Train one arm/seed unless finished; resume an interrupted one. Returns its record, None when paused.
 
     A finished run is kept in the report folder (`ws.kept`: its predictions on the untiled val frames,
-    steps.jsonl.gz, done.json, written in that order) so that it survives a fresh checkout and the grid goes on from there in a
-    later sitting; the checkpoint stays in the scratch folder (runs are compared by their predictions).
+    steps.jsonl.xz, done.json, written in that order) so that it survives a fresh checkout and the grid goes on
+    from there in a later sitting; the checkpoint stays in the scratch folder (runs are compared by their
+    predictions). `callbacks(yolo)` adds trainer callbacks (sprint.py's); `fresh` trains anew whatever is kept.
     """
     from ultralytics import YOLO
 
@@ -195,7 +201,7 @@ def train_run(ws: Workspace, arm: GridArm, seed: int, data: Path, sitting_minute
               "train_s": steps[-1]["t"] if steps else None,  # of the last sitting's clock
               "final_loss": _tail_mean([s["loss"] for s in steps], 100), "gamma": gamma_stats(last)}
     record["predictions"] = keep_predictions(ws, last, kept)
-    atomic_write_bytes(kept / "steps.jsonl.gz", gzip.compress(log.read_bytes(), mtime=0))  # a quarter of the size
+    atomic_write_bytes(kept / "steps.jsonl.xz", compress(kept / "steps.jsonl.xz", log.read_bytes()))
     atomic_write_bytes(kept / "done.json", json.dumps(record, indent=1))  # last: the run counts as kept from here
     return record
 
@@ -216,10 +222,10 @@ def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
     params, gflops = model_cost(yolo.model, imgsz)
     info = {"checkpoint": str(checkpoint), "params": params, "gflops": gflops, "imgsz": imgsz, "conf": KEEP["conf"],
             "iou": KEEP["iou"], "max_det": KEEP["max_det"], "nms_free": False, "device": device, "slice": 0}
-    files = {"predictions.json.gz": (predict(yolo, images, imgsz, device, batch=4, **KEEP), info)}
+    files = {"predictions.json.xz": (predict(yolo, images, imgsz, device, batch=4, **KEEP), info)}
     if ws.budget.slice and _has_sahi():
         dets, _ = predict_sliced(yolo, images, device, KEEP["conf"], ws.budget.slice, 0.2)
-        files[f"predictions+slice{ws.budget.slice}.json.gz"] = (dets, info | {"slice": ws.budget.slice})
+        files[f"predictions+slice{ws.budget.slice}.json.xz"] = (dets, info | {"slice": ws.budget.slice})
     for name, (dets, meta) in files.items():
         predictions.write(kept / name, dets, images, meta)
     return list(files)
@@ -339,7 +345,8 @@ def _sitting(args: argparse.Namespace, budget: recipe.Budget, grid, work: Path, 
     if args.from_:  # predictions are scored, not made: no GPU needed
         ws = Workspace(work, replace(budget, device=args.device or "cpu"), out)
         with folder_lock(out, wait=False):
-            runs = sprint.unpack(args.from_, ws)
+            runs, settings = sprint.unpack(args.from_, ws)
+            ws.budget = replace(ws.budget, compare_imgsz=settings["compare_imgsz"])  # the sitting's own
             with folder_lock(ws.root, wait=True):
                 ws.frames_only()
             with folder_lock(ws.root / "compare", wait=False):
@@ -384,7 +391,7 @@ def kept_arms(ws: Workspace, grid, runs: list[dict]) -> tuple[list[str], dict[st
     for a in grid:
         for r in (r for r in runs if r["arm"] == a.name):
             for name in r.get("predictions", []):  # runs kept before predictions were kept have none
-                kind = name.removeprefix("predictions").removesuffix(".json.gz")
+                kind = name.removeprefix("predictions").partition(".json")[0]
                 arms.setdefault(a.name + kind, []).append(str(ws.kept(a, r["seed"]) / name))
     models = [f"{name}={','.join(files)}" for name, files in arms.items()]
     versus = {a.name: a.versus for a in grid if a.versus and a.name in arms and a.versus in arms}

@@ -69,7 +69,7 @@ def run(ws, grid, args: argparse.Namespace, budget_name: str) -> int:
     deadline = start + sitting.minutes * 60
     out = Path(args.out)
     control = ws.root / "sprint"
-    _fresh(control)
+    _fresh(control, ws.out / "runs")
     log = _Log(control / "parent.log")
     log(f"sitting of {sitting.minutes} min on {ws.budget.device}; {sum(len(a.seeds) for a in grid)} runs")
     data = ws.prepare()
@@ -80,7 +80,7 @@ def run(ws, grid, args: argparse.Namespace, budget_name: str) -> int:
     # the cores are shared by every run: one torch thread and (on a GPU) one loader process each where they are few
     workers = max(1, cores // len(runs) - 1) if ws.budget.device != "cpu" else 0
     config = {"budget": asdict(ws.budget), "data": str(data), "root": str(ws.root), "out": str(ws.out),
-              "control": str(control), "deadline": deadline, "workers": workers, "threads": max(1, cores // len(runs)),
+              "control": str(control), "workers": workers, "threads": max(1, cores // len(runs)),
               "arms": {f"{a.name}-s{s}": {"name": a.name, "model": a.model, "seed": s} for a, s in runs}}
     atomic_write_bytes(control / "config.json", json.dumps(config, indent=1))
     procs = {name: _spawn(name, control, config["threads"]) for name in config["arms"]}
@@ -114,13 +114,25 @@ def _label_caches(data: Path) -> None:
             YOLODataset(img_path=d[split], data=d, task="detect", augment=False)
 
 
-def _fresh(control: Path) -> None:
-    """An empty control folder: a sitting never reads the progress or plan of an earlier one."""
+def _fresh(control: Path, kept: Path) -> None:
+    """Empty control and kept-runs folders (scratch of this sitting's --work): a sitting never reads the progress,
+    plan or runs of an earlier one."""
     import shutil
 
-    if control.exists():
-        shutil.rmtree(control)
+    for folder in (control, kept):
+        if folder.exists():
+            shutil.rmtree(folder)
     (control / "progress").mkdir(parents=True)
+
+
+def _refuse_other_runs(out: Path, files: dict[str, bytes]) -> None:
+    """`--from` into a report folder that already keeps runs: only the very same files (the same sitting again)."""
+    held = {str(p.relative_to(out)): p for p in (out / "runs").rglob("*") if p.is_file()} if (out / "runs").is_dir() \
+        else {}
+    other = sorted(n for n, p in held.items() if files.get(n) != p.read_bytes())
+    if other:
+        raise InputError(f"--out {out}: keeps runs of another sitting ({other[0]}, {len(other)} files); choose "
+                         "another folder, so that the two never mix")
 
 
 def _spawn(name: str, control: Path, threads: int) -> subprocess.Popen:
@@ -326,8 +338,9 @@ def worker(config_file: Path, name: str) -> int:
     return 0
 
 
-def unpack(src: Path, ws) -> list[dict]:
-    """The records of a sitting's files (`--from`): kept_runs.zip unpacked into the report folder's runs/."""
+def unpack(src: Path, ws) -> tuple[list[dict], dict]:
+    """The records and budget settings of a sitting's files (`--from`): kept_runs.zip unpacked into the report
+    folder's runs/."""
     zip_file, bench_file = src / "kept_runs.zip", src / "bench.json"
     for f in (zip_file, bench_file):
         if not f.is_file():
@@ -338,11 +351,13 @@ def unpack(src: Path, ws) -> list[dict]:
             names = z.namelist()
             if any(Path(n).is_absolute() or ".." in Path(n).parts or not n.startswith("runs/") for n in names):
                 raise InputError(f"{zip_file}: holds paths outside runs/: not a kept-runs archive")
+            bench = json.loads(bench_file.read_text())
+            runs, settings = bench["runs"], bench["settings"]
+            _refuse_other_runs(ws.out, {n: z.read(n) for n in names if not n.endswith("/")})
             z.extractall(ws.out)
-        bench = json.loads(bench_file.read_text())
-    except (zipfile.BadZipFile, ValueError) as e:
+    except (zipfile.BadZipFile, ValueError, KeyError, TypeError) as e:
         raise InputError(f"--from {src}: unreadable sitting files ({type(e).__name__}: {e})") from e
-    return [r for r in bench["runs"] if not r.get("failed")]
+    return [r for r in runs if not r.get("failed")], settings
 
 
 if __name__ == "__main__":

@@ -251,7 +251,7 @@ def _fmt(v: float | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `yolo-incep compare`."""
     parser.add_argument("models", nargs="+", metavar="MODEL",
-                        help="checkpoint (.pt), model YAML name or saved predictions (COCO results .json / .json.gz "
+                        help="checkpoint (.pt), model YAML name or saved predictions (COCO results .json / .gz / .xz "
                              "on this split's images), optionally NAME=MODEL; NAME=a.pt,b.pt is one arm trained "
                              "with several seeds; the first is the baseline")
     parser.add_argument("--data", required=True, help="Ultralytics data YAML (YOLO labels, optional ignore/ sidecars)")

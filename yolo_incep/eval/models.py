@@ -44,8 +44,8 @@ def default_name(source: str) -> str:
     p = Path(source)
     if p.parent.name == "weights" and p.parent.parent.name:
         return p.parent.parent.name + ("" if p.stem == "best" else f"-{p.stem}")
-    if p.name.lower().endswith((".json", ".json.gz")):  # saved predictions: compare's 'predictions_<name>.json'
-        return re.sub(r"\.json(\.gz)?$", "", p.name, flags=re.I).removeprefix("predictions_")
+    if p.name.lower().endswith((".json", ".json.gz", ".json.xz")):  # saved predictions ('predictions_<name>.json')
+        return re.sub(r"\.json(\.gz|\.xz)?$", "", p.name, flags=re.I).removeprefix("predictions_")
     return p.stem
 
 
@@ -68,7 +68,7 @@ def load_model(source: str, names: list[str], by_index: bool = False):
     suffix = Path(source).suffix.lower()
     if suffix not in MODEL_SUFFIXES:
         raise InputError(f"model {source}: expected a .pt checkpoint, a model YAML (.yaml) or saved predictions "
-                         f"(.json, .json.gz), got {suffix or 'no suffix'}")
+                         f"(.json, .json.gz, .json.xz), got {suffix or 'no suffix'}")
     yolo = _build(source, names) if suffix in {".yaml", ".yml"} else _load(source)
     from ultralytics.nn.modules import Detect
 

@@ -1,4 +1,5 @@
-"""Saved detections as a model source of `compare`: COCO results files (`.json` or `.json.gz`), read with checks.
+"""Saved detections as a model source of `compare`: COCO results files (`.json`, `.json.gz`, `.json.xz`), read with
+checks.
 
 Two shapes are read:
 - a plain COCO results list (`[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`, as pycocotools,
@@ -9,8 +10,9 @@ Two shapes are read:
   `info` carries what the detections cannot show: the model's params, GFLOPs and latency, the inference settings,
   and `slice` (the SAHI slice size, 0 for whole images). `write` stores the results as columns instead of
   "annotations" (`"columns": {"image_id": [...], "category_id": [...], "bbox": [x, y, w, h, x, ...], "score":
-  [...]}`), boxes to 0.01 px and scores to 1e-4: a kept run then takes ~0.36 MB instead of ~0.58 MB (30,000
-  detections at conf 0.001), and no metric moves by more than 1.1e-4 (measured on yolov8n-s0 of the CPU grid).
+  [...]}`), boxes to 0.01 px and scores to 1e-4; with xz (`.json.xz`) a kept run takes ~0.31 MB instead of
+  ~0.58 MB as rows in gzip (30,000 detections at conf 0.001), and no metric moves by more than 1.1e-4 (measured on
+  yolov8n-s0 of the CPU grid).
 
 So a comparison never needs the checkpoint again: detections from bench, from SAHI or from any other detector are
 scored, with intervals, exactly as a checkpoint's own.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import lzma
 import math
 import re
 from dataclasses import dataclass, field
@@ -29,12 +32,25 @@ from ..errors import InputError
 from ..files import atomic_write_bytes
 
 SLICED_NAME = re.compile(r"\+slice(\d+)$")  # compare's name for a sliced row: '<arm>+slice<size>'
+SUFFIXES = (".json", ".json.gz", ".json.xz")
 
 
 def is_predictions(source: str | Path) -> bool:
     """Whether a model source names a saved predictions file rather than a checkpoint or model YAML."""
-    name = str(source).lower()
-    return name.endswith(".json") or name.endswith(".json.gz")
+    return str(source).lower().endswith(SUFFIXES)
+
+
+def compress(path: Path, data: bytes) -> bytes:
+    """`data` as the file `path` holds it: gzip for '.gz', xz for '.xz' (a third smaller for these files), else raw."""
+    name = str(path)
+    return gzip.compress(data, mtime=0) if name.endswith(".gz") else lzma.compress(data) if name.endswith(".xz") \
+        else data
+
+
+def decompress(raw: bytes) -> bytes:
+    """A file's bytes unpacked by their magic number (gzip, xz), whatever its name says."""
+    return gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else lzma.decompress(raw) if raw[:6] == b"\xfd7zXZ\x00" \
+        else raw
 
 
 @dataclass
@@ -56,14 +72,13 @@ ROUND = {"bbox": 2, "score": 4}  # decimals kept by `write` (see the module's do
 
 def write(path: Path, detections: list[dict], images: list[Path], info: dict) -> None:
     """Keep `detections` (image ids = positions in `images`) with the images' names and `info`, as columns rounded
-    to ROUND; gzip for '.gz'."""
+    to ROUND; compressed as the suffix says."""
     cols = {"image_id": [d["image_id"] for d in detections], "category_id": [d["category_id"] for d in detections],
             "bbox": [round(v, ROUND["bbox"]) for d in detections for v in d["bbox"]],
             "score": [round(d["score"], ROUND["score"]) for d in detections]}
     doc = {"info": info | {"rounded": dict(ROUND)}, "images": [{"id": i, "file_name": Path(p).name}
                                                                 for i, p in enumerate(images, 1)], "columns": cols}
-    data = json.dumps(doc, separators=(",", ":")).encode()
-    atomic_write_bytes(path, gzip.compress(data, mtime=0) if str(path).endswith(".gz") else data)
+    atomic_write_bytes(path, compress(path, json.dumps(doc, separators=(",", ":")).encode()))
 
 
 def read(source: str | Path, images: list[Path], nc: int) -> Predictions:
@@ -73,8 +88,8 @@ def read(source: str | Path, images: list[Path], nc: int) -> Predictions:
         raise InputError(f"predictions {source}: no such file")
     try:
         raw = path.read_bytes()
-        doc = json.loads(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw)
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        doc = json.loads(decompress(raw))
+    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"predictions {source}: not a COCO results JSON ({type(e).__name__}: {e})") from e
     if isinstance(doc, list):
         dets, info, ids = doc, {}, None
