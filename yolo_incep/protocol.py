@@ -214,7 +214,7 @@ def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
     """
     from .cost import model_cost
     from .eval import coco, predictions
-    from .eval.models import load_model, predict, predict_sliced
+    from .eval.models import has_sahi, load_model, predict, predict_sliced
 
     images, names = coco.load_data_yaml(ws.frames / "data.yaml", "val")
     yolo = load_model(str(checkpoint), names)
@@ -223,7 +223,7 @@ def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
     info = {"checkpoint": str(checkpoint), "params": params, "gflops": gflops, "imgsz": imgsz, "conf": KEEP["conf"],
             "iou": KEEP["iou"], "max_det": KEEP["max_det"], "nms_free": False, "device": device, "slice": 0}
     files = {"predictions.json.xz": (predict(yolo, images, imgsz, device, batch=4, **KEEP), info)}
-    if ws.budget.slice and _has_sahi():
+    if ws.budget.slice and has_sahi():  # the GPU machine has no sahi: its runs keep whole-frame predictions only
         dets, _ = predict_sliced(yolo, images, device, KEEP["conf"], ws.budget.slice, 0.2)
         files[f"predictions+slice{ws.budget.slice}.json.xz"] = (dets, info | {"slice": ws.budget.slice})
     for name, (dets, meta) in files.items():
@@ -234,14 +234,6 @@ def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
 # compare's defaults (end-to-end models too: their one-to-many head and NMS, as Ultralytics' `nms=None` default), so
 # kept predictions score as compare would score the checkpoint
 KEEP = {"conf": 0.001, "iou": 0.7, "max_det": 500}
-
-
-def _has_sahi() -> bool:
-    try:
-        import sahi  # noqa: F401
-    except ImportError:  # the GPU machine has no sahi: its runs keep whole-frame predictions only
-        return False
-    return True
 
 
 def _tail_mean(rows: list[list[float]], n: int) -> list[float] | None:

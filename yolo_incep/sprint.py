@@ -209,12 +209,13 @@ def _pack(ws, config: dict, plan: dict, procs, out: Path, args, budget_name: str
             else:
                 records.append({"arm": arm["name"], "seed": arm["seed"], "failed": True})
     atomic_write_bytes(out / "kept_runs.zip", buf.getvalue())
+    from .cost import device_name
     from .protocol import versions
 
     bench = {"command": " ".join(["yolo-incep", "bench", "--budget", budget_name] + (["--rehearse"] if args.rehearse
                                                                                     else [])),
              "budget": budget_name, "rehearsal": bool(args.rehearse), "settings": recipe.budget_dict(ws.budget),
-             "plan": plan, "seconds": round(seconds, 1), "device": _device_name(ws.budget.device),
+             "plan": plan, "seconds": round(seconds, 1), "device": device_name(ws.budget.device),
              "workers_per_run": config["workers"], "threads_per_run": config["threads"],
              "arms": [{"name": a["name"], "model": a["model"], "seed": a["seed"]} for a in config["arms"].values()],
              "runs": records, "versions": versions()}
@@ -229,14 +230,6 @@ def _pack(ws, config: dict, plan: dict, procs, out: Path, args, budget_name: str
         if size > FILE_LIMIT:
             log(f"WARNING {out / f}: {size / 2**20:.1f} MiB, over the {FILE_LIMIT / 2**20:.0f} MiB a file may have")
     return records
-
-
-def _device_name(device: str) -> str:
-    import torch
-
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({os.cpu_count()} cores)"
 
 
 class _Log:

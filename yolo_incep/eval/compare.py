@@ -21,7 +21,7 @@ from ..files import folder_lock
 from ..limits import check_device, check_image_memory
 from . import bootstrap, coco, predictions
 from .analysis import Analysis
-from .models import load_model, max_stride, parse_arms, predict, predict_sliced
+from .models import has_sahi, load_model, max_stride, parse_arms, predict, predict_sliced
 from .report import CompareReport, Contrast, ModelRow, arm_summary, write_json, write_report
 from .report import format_table  # noqa: F401  (demo and scripts print the table through compare)
 from ..cost import device_name, latency_ms, model_cost
@@ -71,11 +71,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
         lo, hi = imgsz // stride * stride, math.ceil(imgsz / stride) * stride
         raise InputError(f"--imgsz {imgsz}: not a multiple of the models' largest stride {stride} "
                          f"(use {hi}{f' or {lo}' if lo else ''})")
-    if slice_size:
-        try:
-            import sahi  # noqa: F401
-        except ImportError as e:
-            raise InputError("--slice needs sahi: pip install 'yolo-incep[eval]' (or pip install sahi)") from e
+    if slice_size and not has_sahi():
+        raise InputError("--slice needs sahi: pip install 'yolo-incep[eval]' (or pip install sahi)")
     out = None if out is None else writable_folder(Path(out))
     gt = coco.build_gt(images, names)
     report = CompareReport(
@@ -91,10 +88,10 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     for arm in arms:
         for row_name, source in zip(arm.row_names(), arm.sources):
             if source in saved:
-                runs, lat, cost, predict_s, slices = _saved_rows(saved[source], row_name, arm.name, verbose,
-                                                                 dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det,
-                                                                      nms_free=nms_free))
-                params, gflops = cost
+                runs, lat, (params, gflops), slices = _saved_rows(
+                    saved[source], row_name, arm.name, verbose,
+                    dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, nms_free=nms_free))
+                predict_s = None  # nothing was predicted here
             else:
                 yolo = yolos[source]
                 params, gflops = model_cost(yolo.model, imgsz)
@@ -145,7 +142,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
 
 
 def _saved_rows(saved: predictions.Predictions, row_name: str, arm_name: str, verbose: bool, settings: dict):
-    """What a saved predictions file gives a report row: (runs, latency, (params, GFLOPs), predict_s, slices).
+    """What a saved predictions file gives a report row: (runs, latency, (params, GFLOPs), slices).
 
     Its cost is the one the file records of its model (None where it says nothing). A sliced file (info 'slice',
     or an arm named '<arm>+slice<size>' as compare names sliced rows) is a sliced row; the settings it was made with
@@ -159,7 +156,7 @@ def _saved_rows(saved: predictions.Predictions, row_name: str, arm_name: str, ve
     _log(verbose, f"{name}: {len(saved.detections)} saved detections from {saved.source}"
                   + "".join(f"; made with {k} {a}, this comparison uses {b}" for k, (a, b) in differ.items()))
     return ({name: saved.detections}, {name: info.get("latency_ms")}, (info.get("params"), info.get("gflops")),
-            None, {name: size})
+            {name: size})
 
 
 def add_deltas(report: CompareReport, scores: dict[str, dict], versus: dict[str, str] | None = None,

@@ -203,6 +203,15 @@ class _UnlimitedYOLO:
         return self._yolo.predict(source, predictor=predictor_class(), nms=self._nms, **kwargs)
 
 
+def has_sahi() -> bool:
+    """Whether SAHI, which sliced inference needs, can be imported (an optional extra; the GPU machine has none)."""
+    try:
+        import sahi  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def predict_sliced(yolo, images: list[Path], device: str, conf: float, size: int,
                    overlap: float, nms: bool | None = None) -> tuple[list[dict], float]:
     """COCO results of SAHI sliced inference (plus SAHI's full-image pass), and the median ms per image end to end.
