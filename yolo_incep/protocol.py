@@ -50,7 +50,7 @@ GRIDS: dict[str, tuple[GridArm, ...]] = {
     "cpu": (GridArm("yolov8n", "yolov8n.yaml", (0, 1)), GridArm("yolov8n-incep", "yolov8n-incep.yaml", (0, 1)),
             GridArm("yolov8n-p2", "yolov8n-p2.yaml", (0, 1, 2)),
             GridArm("yolov8n-incep-p2-p45-stockhead", "yolov8n-incep-p2.yaml", (0, 1, 2), versus="yolov8n-p2"),
-            # YOLO26 (its seeds 1 and the P2 pair not trained yet); the recipe's fixed AdamW keeps MuSGD out
+            # YOLO26: the recipe's fixed AdamW keeps MuSGD (optimizer=auto's pick past 10k steps) out
             GridArm("yolo26n", "yolo26n.yaml", (0, 1)), GridArm("yolo26n-incep", "yolo26n-incep.yaml", (0, 1),
                                                                 versus="yolo26n"),
             GridArm("yolo26n-p2", "yolo26n-p2.yaml"),
