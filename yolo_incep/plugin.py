@@ -317,8 +317,8 @@ def _one_line_input_errors(previous):
 
     def excepthook(kind, error, tb):
         if issubclass(kind, InputError):
-            print(f"{Path(sys.argv[0]).name if sys.argv and sys.argv[0] else 'python'}: error: {error}",
-                  file=sys.stderr, flush=True)
+            program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-c", "-") else "python"
+            print(f"{program}: error: {error}", file=sys.stderr, flush=True)
         else:
             previous(kind, error, tb)
 
