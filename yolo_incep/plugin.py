@@ -84,9 +84,9 @@ def layer_rows(d: dict, source: str) -> list[list]:
     return rows
 
 
-def _known_layer(name: str, tasks: ModuleType) -> bool:
+def _known_layer(name: str, tasks: ModuleType, ours: dict[str, type]) -> bool:
     """Whether parse_model resolves a row's layer name, as it resolves it (torch.nn., torchvision.ops., its own
-    globals), or the name is one of ours."""
+    globals), or the name is one of `ours` (layer_classes())."""
     import torch
     import torchvision
 
@@ -94,7 +94,7 @@ def _known_layer(name: str, tasks: ModuleType) -> bool:
         return isinstance(getattr(torch.nn, name[3:], None), type)
     if name.startswith("torchvision.ops."):
         return isinstance(getattr(torchvision.ops, name[16:], None), type)
-    return isinstance(tasks.__dict__.get(name), type) or name in layer_classes()
+    return isinstance(tasks.__dict__.get(name), type) or name in ours
 
 
 def _unknown_layer(source: str, i: int, name: str, tasks: ModuleType) -> InputError:
@@ -110,8 +110,9 @@ def check_layer_names(d: dict, source: str) -> None:
     """Check that every row of a model dict names a layer that the parser can resolve, as parse_model resolves it."""
     from ultralytics.nn import tasks
 
+    ours = layer_classes()
     for i, row in enumerate(layer_rows(d, source)):
-        if not _known_layer(row[2], tasks):
+        if not _known_layer(row[2], tasks, ours):
             raise _unknown_layer(source, i, row[2], tasks)
 
 
@@ -284,7 +285,7 @@ def _wrap_parse_model(tasks: ModuleType, original):
         ours = {i: layers[r[2]] for i, r in enumerate(rows) if r[2] in layers}
         for i, row in enumerate(rows):  # the stock parser's bare KeyError names neither file nor row
             # a YAML of ours (a row of ours), or a misspelling of one of ours: our error; else stock, untouched
-            if not _known_layer(row[2], tasks) and (ours or difflib.get_close_matches(row[2], layers, n=1)):
+            if not _known_layer(row[2], tasks, layers) and (ours or difflib.get_close_matches(row[2], layers, n=1)):
                 raise _unknown_layer(source, i, row[2], tasks)
         if not ours:
             return original(d, ch, verbose)

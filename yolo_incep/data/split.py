@@ -1,7 +1,9 @@
 """Sequence-aware train/val split: VisDrone frames of one sequence are near-duplicates, so whole sequences go to val.
 
 `yolo-incep split ROOT --val-fraction F --seed S` re-splits the images of ROOT's train and val splits together
-(the same seed always gives the same split, and a rerun moves nothing; it also completes an interrupted run).
+(the same seed always gives the same split, and a rerun moves nothing). Labels and sidecars are checked first, as
+`tile` checks them. Moving many files cannot be atomic: while they move, the dataset carries data/journal.py's marker
+and its data.yaml lies aside, so an interrupted run is refused by every reader and finished by its rerun.
 The official VisDrone val split is already sequence-disjoint from train: this is for data that has none.
 ROOT/data.yaml is the user's: it is left as written, except for a `val: images/val` line added when it has no val.
 A data.yaml whose train or val points elsewhere (a tile output's untiled val, say) is refused, not rewritten.

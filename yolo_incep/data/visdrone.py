@@ -12,6 +12,8 @@ The whole source is parsed before anything is written, every file is written ato
 changes, and images are copied (copy-on-write clones where the filesystem has them; hard links only with --link, as
 an in-place edit of a linked image would edit the source): a rerun changes nothing. A rerun without --val-fraction
 keeps the val split an earlier run carved out of train (tile outputs may point at it). One run at a time per DST.
+An interrupted run leaves data/journal.py's marker (refused by readers, finished by a rerun); a split folder it
+creates appears whole, by one rename.
 """
 
 from __future__ import annotations
