@@ -237,7 +237,8 @@ def earlier_outputs(out: Path, data: str | Path, sources: list[str]) -> list[Pat
     """The files of an earlier run in `out` (OUTPUTS), which a new run removes; an InputError when `out` lies inside
     the dataset's folders or a model source is one of those files."""
     refuse_inside_dataset(out, "--out", read_data_yaml(data))
-    earlier = sorted({f for pattern in OUTPUTS for f in out.glob(pattern) if f.is_file()}) if out.is_dir() else []
+    found = {f for pattern in OUTPUTS for f in out.glob(pattern) if f.is_file()} if out.is_dir() else set()
+    earlier = sorted(found, key=lambda f: (f.name != "report.json", f.name))  # the report first: it claims the run
     for s in sources:
         if Path(s).is_file() and any(Path(s).resolve() == f.resolve() for f in earlier):
             raise InputError(f"--out {out}: holds the model source {s}, which this run would remove and replace (an "
