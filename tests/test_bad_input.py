@@ -6,7 +6,9 @@ in use by another process (a real one, holding the lock as a run does) fails at 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +21,7 @@ import torch
 import yaml
 
 from helpers import run_process
+from yolo_incep.data.yolo import load_data_yaml
 from yolo_incep.files import LOCK_NAME
 
 BAD_ROW = {"nc": 2, "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 3, "C2f", ["abc", True]]],
@@ -56,8 +59,44 @@ def ws(tmp_path_factory) -> dict[str, Path]:
     (root / "bad.yaml").write_text(yaml.safe_dump(BAD_ROW, sort_keys=False))
     incep = {**BAD_ROW, "backbone": [BAD_ROW["backbone"][0], [-1, 3, "C2fIncep", ["abc", True]]]}
     (root / "bad-incep.yaml").write_text(yaml.safe_dump(incep, sort_keys=False))
-    return {"root": root, "src": src, "split": src / "VisDrone2019-DET-train", "yolo": root / "yolo",
-            "bad": root / "bad.yaml", "bad_incep": root / "bad-incep.yaml", "out": root / "out"}
+    typo = {**BAD_ROW, "backbone": [*BAD_ROW["backbone"][:1], [-1, 1, "C2fIncep", [32, True]],
+                                    [-1, 1, "C3k2Incepp", [32, False]]]}
+    (root / "typo-incep.yaml").write_text(yaml.safe_dump(typo, sort_keys=False))
+    paths = {"root": root, "src": src, "split": src / "VisDrone2019-DET-train", "yolo": root / "yolo",
+             "bad": root / "bad.yaml", "bad_incep": root / "bad-incep.yaml", "typo": root / "typo-incep.yaml",
+             "out": root / "out"}
+    label = sorted((root / "yolo/labels/train").iterdir())[0].name
+    for name, row in BAD_LABELS.items():  # copies of the dataset with one bad label row: its own path: each
+        paths[name] = _variant(root / "yolo", root / name)
+        with open(paths[name] / "labels/train" / label, "a") as f:
+            f.write(row + "\n")
+    paths["empty_train"] = _variant(root / "yolo", root / "empty_train")
+    for kind in ("images", "labels", "ignore"):
+        for f in (paths["empty_train"] / kind / "train").iterdir():
+            f.unlink()
+    shutil.copytree(root / "yolo", root / "copied")  # `cp -r`: its data.yaml's path: is still the original's
+    paths["copied"] = root / "copied"
+    images, _ = load_data_yaml(root / "yolo/data.yaml", "val")
+    (root / "plain").mkdir()
+    (root / "plain/results.json").write_text(json.dumps([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 4, 4],
+                                                         "score": 0.5}]))  # no frame names, no gt.json beside it
+    for field, value in (("slice", "abc"), ("params", "lots")):
+        paths[f"info_{field}"] = root / f"info-{field}.json"
+        doc = {"info": {field: value}, "images": [{"id": i, "file_name": p.name} for i, p in enumerate(images, 1)],
+               "annotations": []}
+        paths[f"info_{field}"].write_text(json.dumps(doc))
+    return paths
+
+
+BAD_LABELS = {"label_4_fields": "0 0.5 0.5 0.1", "label_class_99": "99 0.5 0.5 0.1 0.1",
+              "label_outside": "0 1.5 0.5 0.1 0.1"}
+
+
+def _variant(yolo: Path, root: Path) -> Path:
+    """A copy of the converted dataset `yolo` at `root`, its data.yaml pointing at `root`."""
+    shutil.copytree(yolo, root)
+    (root / "data.yaml").write_text((yolo / "data.yaml").read_text().replace(str(yolo.resolve()), str(root.resolve())))
+    return root
 
 
 # (id, argv with {names} from ws, exit code, message fragment); every row's inputs are the whole ws folder
@@ -82,7 +121,44 @@ CASES = [
      "lies inside the source folder"),
     ("convert-dst-inside-src-parent", ["convert", "visdrone", "{src}", "{split}/yolo"], 2,
      "lies inside the source folder"),
+    # issue 33: outputs inside a dataset's folders
+    ("compare-out-in-images", ["compare", "yolov8n.yaml", "--data", "{yolo}/data.yaml", "--out", "{yolo}/images/val"],
+     2, "--out {yolo}/images/val: lies inside the dataset folder"),
+    ("compare-out-in-labels", ["compare", "yolov8n.yaml", "--data", "{yolo}/data.yaml", "--out", "{yolo}/labels/val/r"],
+     2, "--out {yolo}/labels/val/r: lies inside the dataset folder"),
+    ("demo-out-in-images", ["demo", "--out", "{yolo}/images/train/demo"], 2, "lies inside the dataset folder"),
+    ("tile-dst-in-labels", ["tile", "{yolo}", "{copied}/labels/x", "--size", "32"], 2,
+     "DST {copied}/labels/x: lies inside the dataset folder"),
+    ("convert-dst-in-images", ["convert", "visdrone", "{src}", "{yolo}/images/new"], 2,
+     "DST {yolo}/images/new: lies inside the dataset folder"),
+    # predictions bound to their frames, and their info typed
+    ("compare-plain-results-without-gt", ["compare", "{root}/plain/results.json", "--data", "{yolo}/data.yaml",
+                                          "--out", "{out}"], 2,
+     "a plain results list names no images and no gt.json of compare's lies beside it"),
+    ("compare-info-slice", ["compare", "{info_slice}", "--data", "{yolo}/data.yaml", "--out", "{out}"], 2,
+     "info 'slice' must be a whole number >= 0 (0: whole images), got 'abc'"),
+    ("compare-info-params", ["compare", "{info_params}", "--data", "{yolo}/data.yaml", "--out", "{out}"], 2,
+     "info 'params' must be a whole number >= 0 or null, got 'lots'"),
+    # labels checked by split as tile checks them; a source with an empty split; a copied dataset's path:
+    ("split-label-4-fields", ["split", "{label_4_fields}", "--val-fraction", "0.5"], 2,
+     "expected 5 numbers 'class cx cy w h', got '0 0.5 0.5 0.1'"),
+    ("split-label-class-99", ["split", "{label_class_99}", "--val-fraction", "0.5"], 2,
+     "class id 99 is outside names (0..9)"),
+    ("split-label-outside", ["split", "{label_outside}", "--val-fraction", "0.5"], 2,
+     "is not normalised to the image"),
+    ("tile-label-class-99", ["tile", "{label_class_99}", "{out}", "--size", "32"], 2,
+     "class id 99 is outside names (0..9)"),
+    ("tile-empty-train", ["tile", "{empty_train}", "{out}", "--size", "32"], 2,
+     "split(s) ['train'] hold no images, so there is nothing to tile there; choose --splits among ['val']"),
+    ("split-copied-dataset", ["split", "{copied}", "--val-fraction", "0.5"], 2,
+     "data.yaml: path: '{yolo}' is {yolo}, not this dataset's folder {copied} (a copy keeps its original's "
+     "path:)"),
 ]
+if not torch.backends.mps.is_available():
+    CASES.append(("compare-device-mps", ["compare", "yolov8n.yaml", "--data", "{yolo}/data.yaml", "--device", "mps",
+                                         "--out", "{out}"], 2, "--device mps: no such device on this machine"))
+    CASES.append(("demo-device-mps", ["demo", "--device", "mps", "--out", "{out}"], 2,
+                  "--device mps: no such device on this machine"))
 if not torch.cuda.is_available():
     CASES.append(("demo-device-without-gpu", ["demo", "--device", "cuda:0", "--out", "{out}"], 2,
                   "--device cuda:0: no such device on this machine (torch sees 0 CUDA GPU(s)); use --device cpu"))
@@ -100,12 +176,69 @@ def test_bad_input_is_one_line_and_changes_nothing(ws, run_cli, argv, code, frag
     assert checksums(ws["root"]) == before and not ws["out"].exists()
 
 
-def test_stock_cli_names_file_row_and_layer_of_a_bad_argument(ws, fresh_env):
+@pytest.mark.parametrize("model, message", [
+    ("bad_incep", "bad-incep.yaml: layer row 1 (C2fIncep): bad arguments ['abc', True]"),
+    ("typo", "typo-incep.yaml: layer row 2: unknown layer 'C3k2Incepp' (neither Ultralytics nor yolo_incep has it); "
+             "did you mean 'C3k2Incep'"),
+])
+def test_stock_cli_names_file_and_row_in_one_line(ws, fresh_env, model, message):
     yolo = Path(sys.executable).parent / "yolo"
-    proc = run_process([str(yolo), "train", f"model={ws['bad_incep']}", f"data={ws['yolo'] / 'data.yaml'}",
+    proc = run_process([str(yolo), "train", f"model={ws[model]}", f"data={ws['yolo'] / 'data.yaml'}",
                         "epochs=1", "imgsz=32", "device=cpu"], fresh_env, ws["root"])
-    assert proc.returncode != 0
-    assert "bad-incep.yaml: layer row 1 (C2fIncep): bad arguments ['abc', True]" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"yolo: error: {ws['root']}/{message}"), \
+        proc.stderr[-2000:]
+
+
+def test_yolo_names_file_and_row_of_a_misspelled_layer_of_ours(ws, tmp_path):
+    from ultralytics import YOLO
+
+    from yolo_incep.errors import InputError
+
+    with pytest.raises(InputError, match=r"typo-incep\.yaml: layer row 2: unknown layer 'C3k2Incepp'.*'C3k2Incep'"):
+        YOLO(ws["typo"])
+    stock = {**BAD_ROW, "backbone": [BAD_ROW["backbone"][0], [-1, 1, "C2ff", [32]]]}  # no row of ours: stock error
+    (tmp_path / "stock-typo.yaml").write_text(yaml.safe_dump(stock, sort_keys=False))
+    with pytest.raises(KeyError, match="C2ff"):
+        YOLO(tmp_path / "stock-typo.yaml")
+
+
+def test_device_mps_without_mps_is_refused_not_run_on_the_cpu():
+    from yolo_incep.errors import InputError
+    from yolo_incep.limits import check_device
+
+    if torch.backends.mps.is_available():
+        pytest.skip("this machine has Apple MPS")
+    with pytest.raises(InputError, match="--device mps: no such device on this machine"):
+        check_device("mps")
+
+
+def test_dataset_yamls_are_found_by_name_and_ultralytics_own_stay_its_own():
+    from ultralytics.data import utils
+
+    from yolo_incep.data.yolo import read_data_yaml
+    from yolo_incep.plugin import DATASET_YAMLS
+
+    for name in ("VisDrone2019-DET.yaml", "visdrone-sample.yaml"):
+        assert Path(utils.check_file(name)) == DATASET_YAMLS / name
+        assert read_data_yaml(name).file == DATASET_YAMLS / name  # compare --data NAME too
+    assert Path(utils.check_file("VisDrone.yaml")).parent.name == "datasets"  # Ultralytics' own, ignore regions lost
+    assert "ultralytics" in Path(utils.check_file("VisDrone.yaml")).parts
+
+
+def test_compare_replaces_an_earlier_run_and_refuses_to_remove_its_source(ws, tmp_path, run_cli):
+    out = tmp_path / "cmp"
+    out.mkdir()
+    stale = out / "predictions_gone.json"
+    stale.write_text("[]")
+    (out / "gt.json").write_text(json.dumps({"images": []}))
+    rc, _, err = run_cli("compare", stale, "--data", ws["yolo"] / "data.yaml", "--out", out)
+    assert rc == 2 and f"--out {out}: holds the model source {stale}, which this run would remove" in err, err
+    assert stale.is_file()
+    rc, _, err = run_cli("compare", f"p={ws['root']}/plain/results.json", "--ids-by-position", "--data",
+                         ws["yolo"] / "data.yaml", "--out", out, "--resamples", "5")
+    assert rc == 0, err
+    assert sorted(p.name for p in out.glob("predictions_*.json")) == ["predictions_p.json"]  # not the earlier run's
 
 
 def test_swap_of_a_stock_name_says_it_is_not_the_zoo_model(tmp_path, run_cli):
@@ -267,3 +400,11 @@ def test_demo_dataset_at_the_smallest_imgsz_is_drawn_not_a_traceback(tmp_path):
 
     data = make_synthetic_dataset(tmp_path, n_train=3, n_val=1, imgsz=32)  # shapes up to 43 px did not fit before
     assert len(list((tmp_path / "labels/train").iterdir())) == 3 and data.is_file()
+
+
+def test_the_suite_left_every_dataset_whole(ws, run_cli):
+    """Last in this file: no command above left a dataset half-changed (a journal marker) or without data.yaml."""
+    from yolo_incep.data.journal import MARKER
+
+    datasets = [p.parent for p in ws["root"].rglob("data.yaml")] + [p.parent for p in ws["root"].rglob(MARKER)]
+    assert datasets and not [d for d in datasets if (d / MARKER).exists() or not (d / "data.yaml").is_file()]

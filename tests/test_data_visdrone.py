@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from yolo_incep.data.split import resplit, sequence_id, split_by_sequence
+from yolo_incep.data.visdrone import NAMES as VISDRONE_NAMES
 from yolo_incep.data.visdrone import convert_visdrone, parse_annotations
 from yolo_incep.errors import InputError
 
@@ -237,10 +238,10 @@ def test_download_step_converts_unzipped_folders_in_place_and_explains_offline(t
 
     root = small_source(tmp_path / "VisDrone", [p.stem for p in sorted(SRC.glob("images/*"))[:3]])
     monkeypatch.setattr(ultralytics.utils, "is_online", lambda: False)
-    for _ in range(2):  # SRC == DST, as the VisDrone.yaml download step runs it; the rerun must work too
+    for _ in range(2):  # SRC == DST, as the VisDrone2019-DET.yaml download step runs it; the rerun must work too
         download_visdrone(root)
     assert len(list((root / "labels/train").glob("*.txt"))) == 3
-    with pytest.raises(ConnectionError, match="offline.*yolo-incep convert visdrone"):
+    with pytest.raises(InputError, match="offline.*yolo-incep convert visdrone"):  # one line through `yolo train`
         download_visdrone(tmp_path / "empty")
 
 
@@ -284,8 +285,9 @@ def test_split_keeps_the_users_data_yaml(tmp_path, run_cli):
     stems = [p.stem for p in sorted(SRC.glob("images/*"))[:40]]
     dst = tmp_path / "ds"
     convert_visdrone(small_source(tmp_path / "src", stems), dst, log=quiet)
+    names = "".join(f"  {i}: {n}\n" for i, n in enumerate(VISDRONE_NAMES))  # every class the labels use
     text = (f"# my copy of the sample\npath: {dst}  # absolute\ntrain: images/train\ntest: /data/elsewhere/test\n"
-            f"names:\n  0: pedestrian\n  1: people\ndownload: |\n  print('fetch')\n")
+            f"names:\n{names}download: |\n  print('fetch')\n")
     (dst / "data.yaml").write_text(text)
     assert run_cli("split", str(dst), "--val-fraction", "0.25")[0] == 0
     assert (dst / "data.yaml").read_text() == text.replace("train: images/train\n",

@@ -125,7 +125,7 @@ def _gz(path: Path, doc) -> Path:
 def test_malformed_predictions_are_one_line_errors_naming_the_file(data, tmp_path, capsys, content, message):
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
-    assert cli.main(["compare", str(bad), "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    assert cli.main(["compare", str(bad), "--data", str(data), "--out", str(tmp_path / "o"), "--ids-by-position"]) == 2
     err = capsys.readouterr().err
     assert f"predictions {bad}" in err and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()

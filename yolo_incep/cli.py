@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
+import threading
 
 from .errors import InputError
 
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"yolo-incep {name}", description=help_)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    main_thread = threading.current_thread() is threading.main_thread()  # where Python lets a handler be set
+    previous = signal.signal(signal.SIGTERM, _terminated) if main_thread else None  # `kill`: as Ctrl-C, so writers
+    # clean up (a dataset's consistency never depends on it: SIGKILL gives no chance, see data/journal.py)
     try:
         return int(module.run(args) or 0)
     except InputError as e:
@@ -61,9 +66,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"yolo-incep {name}: error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"yolo-incep {name}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be (a KeyboardInterrupt, so handled alike)."""
+
+
+def _terminated(signum, frame):
+    raise Terminated
 
 
 if __name__ == "__main__":

@@ -7,16 +7,20 @@ Builds yolov8n and yolov8n-incep, trains both with the same seed and budget on C
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write_bytes, folder_lock
+from .files import LOCK_NAME, atomic_write_bytes, folder_lock
 from .data.yolo import format_labels, write_data_yaml
 
 CLASSES = ("disc", "square", "triangle")
 BATCH = 8  # training batch
+OUTPUTS = ("data", "runs", "compare")  # what a demo writes into its --out
 COLORS = ((40, 40, 220), (40, 190, 40), (220, 120, 30))  # BGR, one per class: easy enough for minutes of CPU training
 
 
@@ -33,8 +37,10 @@ def _draw(img: np.ndarray, cls: int, cx: float, cy: float, size: int, color) -> 
         cv2.fillPoly(img, [pts], color, cv2.LINE_AA)
 
 
-def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz: int = 256, seed: int = 0) -> Path:
-    """Write a YOLO dataset of small shapes on cluttered backgrounds; returns its data.yaml. Same seed, same bytes."""
+def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz: int = 256, seed: int = 0,
+                           on_change: Callable[[], None] | None = None) -> Path:
+    """Write a YOLO dataset of small shapes on cluttered backgrounds; returns its data.yaml. Same seed, same bytes.
+    `on_change` is called before a file changes (Journal.begin)."""
     import cv2
 
     root = Path(root)
@@ -57,8 +63,10 @@ def make_synthetic_dataset(root: Path, n_train: int = 96, n_val: int = 24, imgsz
                 color = tuple(int(c) for c in np.clip(np.array(COLORS[cls]) + rng.integers(-20, 20, 3), 0, 255))
                 _draw(img, cls, cx, cy, size, color)
                 rows.append((cls, (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)))
-            atomic_write_bytes(root / "images" / split / f"{split}_{k:04d}.png", cv2.imencode(".png", img)[1].tobytes())
-            atomic_write_bytes(root / "labels" / split / f"{split}_{k:04d}.txt", format_labels(rows, imgsz, imgsz))
+            atomic_write_bytes(root / "images" / split / f"{split}_{k:04d}.png", cv2.imencode(".png", img)[1].tobytes(),
+                               on_change)
+            atomic_write_bytes(root / "labels" / split / f"{split}_{k:04d}.txt", format_labels(rows, imgsz, imgsz),
+                               on_change)
     return write_data_yaml(root, {"train": "images/train", "val": "images/val"}, list(CLASSES))
 
 
@@ -73,6 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def check_args(args: argparse.Namespace) -> None:
     """Refuse what would fail only after the dataset is written and a model trained."""
+    from .data.yolo import refuse_inside_dataset
     from .errors import InputError
     from .limits import check_device, check_image_memory
     from .swap import load_source
@@ -81,6 +90,7 @@ def check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--imgsz {args.imgsz}: must be at least 32 (the models' largest stride)")
     if args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}: must be at least 1")
+    refuse_inside_dataset(Path(args.out), "--out")
     check_device(args.device)
     # drawing one image holds ~3 float64 copies of it (72 B/px); training holds a batch of BATCH
     check_image_memory(args.imgsz, BATCH, extra_per_pixel=72)
@@ -96,16 +106,34 @@ def run(args: argparse.Namespace) -> int:
     check_args(args)
     out = Path(args.out).resolve()
     with folder_lock(out, flag="--out"):  # one demo per folder: another would read this one's half-written checkpoints
+        _clear_earlier_demo(out, args.out)
         return _demo(args, out)
+
+
+def _clear_earlier_demo(out: Path, shown: str) -> None:
+    """Remove an earlier demo's trainings from `out` (its dataset is rewritten, its comparison replaced), so that the
+    folder never holds two demos' runs; a folder holding anything a demo does not write is refused, not emptied."""
+    from .errors import InputError
+
+    other = sorted(p.name for p in out.iterdir() if p.name not in OUTPUTS and p.name != LOCK_NAME)
+    if other:
+        raise InputError(f"--out {shown}: holds {other[0]!r}, which no demo writes: choose an empty folder or an "
+                         f"earlier demo's")
+    if (out / "runs").is_dir():
+        shutil.rmtree(out / "runs")
 
 
 def _demo(args: argparse.Namespace, out: Path) -> int:
     from ultralytics import YOLO
 
+    from .data.journal import Journal
     from .eval.compare import compare_models, format_table
 
     t0 = time.perf_counter()
-    data = make_synthetic_dataset(out / "data", imgsz=args.imgsz, seed=args.seed)
+    journal = Journal(out / "data", "demo", shlex.join(["yolo-incep", "demo", "--out", str(out), "--imgsz",
+                                                         str(args.imgsz), "--seed", str(args.seed)]))
+    data = make_synthetic_dataset(out / "data", imgsz=args.imgsz, seed=args.seed, on_change=journal.begin)
+    journal.done()
     print(f"[demo] synthetic dataset (3 shape classes, mostly < 32 px, NOT real imagery): {data}")
     weights = []
     for i, name in enumerate(args.models, 1):
@@ -122,5 +150,5 @@ def _demo(args: argparse.Namespace, out: Path) -> int:
     print(format_table(report))
     print(f"[demo] report: {out / 'compare' / 'report.json'}; total {time.perf_counter() - t0:.0f} s")
     print(f"[demo] {args.epochs} CPU epochs on synthetic shapes check the pipeline end to end; they say nothing about"
-          " which model is better on real aerial imagery (see scripts/bench_small.py for VisDrone).")
+          " which model is better on real aerial imagery (for VisDrone: `yolo-incep bench --help`).")
     return 0

@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import InputError
@@ -52,11 +52,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
         Path(tmp).unlink(missing_ok=True)
 
 
-def atomic_write_bytes(path: Path, data: bytes | str) -> bool:
-    """Write `data` (str as UTF-8) atomically; skip (return False) when the file already holds it."""
+def atomic_write_bytes(path: Path, data: bytes | str, on_change: Callable[[], None] | None = None) -> bool:
+    """Write `data` (str as UTF-8) atomically; skip (return False) when the file already holds it. `on_change` is
+    called before the file changes (a dataset writer's Journal.begin)."""
     data = data.encode("utf-8") if isinstance(data, str) else data
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return False
+    if on_change is not None:
+        on_change()
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return True
@@ -74,17 +77,20 @@ def _clone_or_copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def copy_file(src: Path, dst: Path, link: bool = False) -> None:
+def copy_file(src: Path, dst: Path, link: bool = False, on_change: Callable[[], None] | None = None) -> None:
     """Make `dst` hold the bytes of `src`, atomically and idempotently.
 
     By default a copy (copy-on-write clone where possible): an in-place edit of `dst` (an editor, an EXIF-stripping
     script) can never reach `src`. With `link`, a hard link (else a copy): no space used, but the two names are one
     file, so an in-place edit of either edits both. A link left by an earlier `link` run is replaced by a copy.
+    `on_change` is called before `dst` changes.
     """
     if dst.exists():
         same = os.path.samefile(src, dst)
         if same if link else (not same and not dst.is_symlink() and filecmp.cmp(src, dst, shallow=False)):
             return
+    if on_change is not None:
+        on_change()
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}.tmp")  # a name TEMP matches, as mkstemp's do
     try:

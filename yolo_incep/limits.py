@@ -16,13 +16,16 @@ def check_device(device: str | None, flag: str = "--device") -> None:
 
     if device is None or str(device).strip() in {"", "cpu"}:
         return
+    n = torch.cuda.device_count()
+    valid = "cpu" + (f" or 0..{n - 1}" if n else "")
     try:
-        select_device(device, verbose=False)
+        chosen = select_device(device, verbose=False)
     except ValueError:
-        n = torch.cuda.device_count()
-        valid = "cpu" + (f" or 0..{n - 1}" if n else "")
         raise InputError(f"{flag} {device}: no such device on this machine (torch sees {n} CUDA GPU(s)); "
                          f"use {flag} {valid}") from None
+    if getattr(chosen, "type", None) == "cpu":  # Ultralytics falls back to the CPU without a word for 'mps'
+        raise InputError(f"{flag} {device}: no such device on this machine (torch sees no Apple MPS device, "
+                         f"{n} CUDA GPU(s)); use {flag} {valid}")
 
 
 def available_memory() -> int:

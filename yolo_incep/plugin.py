@@ -8,10 +8,12 @@ ours is parsed by the stock parser alone, exactly as without the plugin.
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
 import math
 import re
+import sys
 import threading
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +23,7 @@ from .errors import InputError
 SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested): `make test` and `make test-oldest`
 SUPPORTED_TEXT = "ultralytics>=8.4.0,<8.5.0"
 MODEL_YAMLS = Path(__file__).resolve().parent / "model_yamls"  # a link to the checkout's model_yamls/, a copy in wheels
+DATASET_YAMLS = Path(__file__).resolve().parent / "datasets"  # the same for datasets/
 _lock = threading.RLock()  # parse_model rebinds module globals of ultralytics.nn.tasks while it runs
 _registered: dict[str, type] = {}  # layers from outside the package (register_layers), by name
 
@@ -81,23 +84,36 @@ def layer_rows(d: dict, source: str) -> list[list]:
     return rows
 
 
-def check_layer_names(d: dict, source: str) -> None:
-    """Check that every row of a model dict names a layer that the parser can resolve, as parse_model resolves it."""
+def _known_layer(name: str, tasks: ModuleType, ours: dict[str, type]) -> bool:
+    """Whether parse_model resolves a row's layer name, as it resolves it (torch.nn., torchvision.ops., its own
+    globals), or the name is one of `ours` (layer_classes())."""
     import torch
     import torchvision
+
+    if name.startswith("nn."):
+        return isinstance(getattr(torch.nn, name[3:], None), type)
+    if name.startswith("torchvision.ops."):
+        return isinstance(getattr(torchvision.ops, name[16:], None), type)
+    return isinstance(tasks.__dict__.get(name), type) or name in ours
+
+
+def _unknown_layer(source: str, i: int, name: str, tasks: ModuleType) -> InputError:
+    """The error for row `i` naming an unknown layer, with the nearest names of ours or Ultralytics'."""
+    known = [*layer_classes(), *(k for k, v in tasks.__dict__.items() if isinstance(v, type))]
+    near = difflib.get_close_matches(name, known, n=2)
+    hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+    return InputError(f"{source}: layer row {i}: unknown layer {name!r} (neither Ultralytics nor yolo_incep has it)"
+                      f"{hint}")
+
+
+def check_layer_names(d: dict, source: str) -> None:
+    """Check that every row of a model dict names a layer that the parser can resolve, as parse_model resolves it."""
     from ultralytics.nn import tasks
 
+    ours = layer_classes()
     for i, row in enumerate(layer_rows(d, source)):
-        name = row[2]
-        if name.startswith("nn."):
-            known = isinstance(getattr(torch.nn, name[3:], None), type)
-        elif name.startswith("torchvision.ops."):
-            known = isinstance(getattr(torchvision.ops, name[16:], None), type)
-        else:
-            known = isinstance(tasks.__dict__.get(name), type) or name in layer_classes()
-        if not known:
-            raise InputError(f"{source}: layer row {i}: unknown layer {name!r} (neither Ultralytics nor yolo_incep "
-                             "has it)")
+        if not _known_layer(row[2], tasks, ours):
+            raise _unknown_layer(source, i, row[2], tasks)
 
 
 def resolve_model_yaml(path):
@@ -110,6 +126,15 @@ def resolve_model_yaml(path):
         if (MODEL_YAMLS / name).is_file():
             return MODEL_YAMLS / p.name  # Ultralytics strips the scale from this path itself and keeps the letter
     return path
+
+
+def resolve_dataset_yaml(file):
+    """Map a bare name like 'visdrone-sample.yaml' to our datasets/ when no local file has it. Ultralytics ships no
+    dataset YAML of those names (ours are named apart from its own VisDrone.yaml), so its names resolve as before."""
+    p = Path(str(file))
+    if p.suffix in {".yaml", ".yml"} and len(p.parts) == 1 and not p.exists() and (DATASET_YAMLS / p.name).is_file():
+        return str(DATASET_YAMLS / p.name)
+    return file
 
 
 class _Parse:
@@ -251,12 +276,17 @@ def _parse_ours(tasks: ModuleType, original, d: dict, ch, verbose: bool, rows: l
 def _wrap_parse_model(tasks: ModuleType, original):
     @functools.wraps(original)
     def parse_model(d, ch, verbose=True):
+        source = d.get("yaml_file", "<model dict>")
         try:
-            rows = layer_rows(d, d.get("yaml_file", "<model dict>"))
+            rows = layer_rows(d, source)
         except InputError:  # not a well-formed model dict: the stock parser reports it as it always has
             return original(d, ch, verbose)
         layers = layer_classes()
         ours = {i: layers[r[2]] for i, r in enumerate(rows) if r[2] in layers}
+        for i, row in enumerate(rows):  # the stock parser's bare KeyError names neither file nor row
+            # a YAML of ours (a row of ours), or a misspelling of one of ours: our error; else stock, untouched
+            if not _known_layer(row[2], tasks, layers) and (ours or difflib.get_close_matches(row[2], layers, n=1)):
+                raise _unknown_layer(source, i, row[2], tasks)
         if not ours:
             return original(d, ch, verbose)
         return _parse_ours(tasks, original, d, ch, verbose, rows, ours)
@@ -271,6 +301,30 @@ def _wrap_yaml_model_load(original):
         return original(resolve_model_yaml(path))
 
     return yaml_model_load
+
+
+def _wrap_check_file(original):
+    @functools.wraps(original)
+    def check_file(file, *args, **kwargs):
+        return original(resolve_dataset_yaml(file), *args, **kwargs)
+
+    return check_file
+
+
+def _one_line_input_errors(previous):
+    """A sys.excepthook printing an uncaught InputError (a YAML row of ours, our dataset's download step) as the one
+    line it is, as `yolo-incep` does, through Ultralytics' own entry points (`yolo train`, a script's YOLO(...));
+    every other exception goes to `previous`. The exit status stays Python's 1 for an uncaught exception."""
+
+    def excepthook(kind, error, tb):
+        if issubclass(kind, InputError):
+            program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-c", "-") else "python"
+            print(f"{program}: error: {error}", file=sys.stderr, flush=True)
+        else:
+            previous(kind, error, tb)
+
+    excepthook.__yolo_incep__ = True
+    return excepthook
 
 
 def _wrap_fuse(original):
@@ -302,12 +356,25 @@ def install(tasks: ModuleType | None = None) -> None:
     tasks.parse_model = _wrap_parse_model(tasks, tasks.parse_model)
     tasks.yaml_model_load = _wrap_yaml_model_load(tasks.yaml_model_load)
     tasks.BaseModel.fuse = _wrap_fuse(tasks.BaseModel.fuse)
+    if not getattr(sys.excepthook, "__yolo_incep__", False):
+        sys.excepthook = _one_line_input_errors(sys.excepthook)
     from .train_metric import install_from_env  # here, not at module level: it is the only non-parsing part
 
     install_from_env()  # opt-in by $YOLO_INCEP_AP_SMALL: nothing happens (and no eval code loads) unless it is set
     # Our layers put themselves on torch's safe-load allow-list when imported; checkpoints may be loaded next. When
     # yolo_incep.nn is itself importing Ultralytics (and so us), this returns it half-imported and it finishes later.
     importlib.import_module("yolo_incep.nn")
+
+
+def install_data(utils: ModuleType | None = None) -> None:
+    """Patch `ultralytics.data.utils` (imported if not given) so that `data=` finds our dataset YAMLs by bare name,
+    as `model=` finds our model YAMLs; safe to call repeatedly."""
+    if utils is None:
+        import ultralytics.data.utils as utils
+    if getattr(utils, "__yolo_incep_installed__", False):
+        return
+    utils.__yolo_incep_installed__ = True
+    utils.check_file = _wrap_check_file(utils.check_file)  # check_det_dataset looks its dataset name up through it
 
 
 def require_supported(context: str = "") -> None:

@@ -1,4 +1,5 @@
-"""Dataset preparation run by the `download:` steps of datasets/VisDrone.yaml and datasets/visdrone-sample.yaml."""
+"""Dataset preparation run by the `download:` steps of datasets/VisDrone2019-DET.yaml and datasets/visdrone-sample.yaml
+(installed with the package: `data=VisDrone2019-DET.yaml` by name, see plugin.install_data)."""
 
 from __future__ import annotations
 
@@ -24,8 +25,8 @@ def download_visdrone(root: Path) -> None:
         from ultralytics.utils import ASSETS_URL, is_online
         from ultralytics.utils.downloads import download
 
-        if not is_online():
-            raise ConnectionError(
+        if not is_online():  # an InputError: one line, also through `yolo train` (plugin's excepthook)
+            raise InputError(
                 f"VisDrone2019-DET is not in {root} and this machine is offline. Fetch "
                 f"{', '.join(VISDRONE_ZIPS)} (from {ASSETS_URL} or https://github.com/VisDrone/VisDrone-Dataset), "
                 f"unzip them into {root}, then run: yolo-incep convert visdrone {root} {root}")

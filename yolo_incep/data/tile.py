@@ -15,30 +15,31 @@ from __future__ import annotations
 
 import argparse
 import io
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
 from ..files import atomic_write_bytes, check_writable, folder_lock, remove_stale_temps
 from .common import Box, box_area, clip_box
+from .journal import Journal
 from .yolo import (
     KINDS,
     MIN_SIDE,
+    Annotated,
     DataYaml,
     Labelled,
     foreign_files,
     format_labels,
     format_regions,
-    image_size,
     label_path,
     list_images,
     open_image,
+    read_annotated,
     read_data_yaml,
-    read_labelled,
-    read_regions,
+    refuse_inside_dataset,
     split_dirs,
     split_folders,
-    to_corners,
     write_data_yaml,
     write_sidecar,
 )
@@ -118,10 +119,12 @@ class _Source:
     """One image to tile, checked and with its annotations read before anything is written."""
 
     split: str
-    path: Path
+    image: Annotated
     windows: list[Window]
-    boxes: list[Labelled]
-    regions: list[Box]
+
+    @property
+    def path(self) -> Path:
+        return self.image.path
 
 
 def _encode(image, fmt: str) -> bytes:
@@ -135,7 +138,7 @@ def _encode(image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-def _tile_image(source: _Source, out_root: Path, min_visibility: float, report: TileReport) -> None:
+def _tile_image(source: _Source, out_root: Path, min_visibility: float, report: TileReport, journal: Journal) -> None:
     from PIL import ImageOps
 
     try:
@@ -147,13 +150,13 @@ def _tile_image(source: _Source, out_root: Path, min_visibility: float, report: 
         raise InputError(f"{source.path}: unreadable image: {e}") from e
     suffix = source.path.suffix if fmt == "JPEG" else ".png"
     for window in source.windows:
-        labels, cut, ignored = crop_annotations(source.boxes, source.regions, window, min_visibility)
+        labels, cut, ignored = crop_annotations(source.image.boxes, source.image.regions, window, min_visibility)
         name = f"{source.path.stem}_{window[0]}_{window[1]}"
         tw, th = window[2] - window[0], window[3] - window[1]
         target = out_root / "images" / source.split / f"{name}{suffix}"
-        atomic_write_bytes(target, _encode(image.crop(window), fmt))
-        atomic_write_bytes(label_path(target), format_labels(labels, tw, th))
-        write_sidecar(label_path(target, "ignore"), format_regions(cut + ignored, tw, th))
+        atomic_write_bytes(target, _encode(image.crop(window), fmt), journal.begin)
+        atomic_write_bytes(label_path(target), format_labels(labels, tw, th), journal.begin)
+        write_sidecar(label_path(target, "ignore"), format_regions(cut + ignored, tw, th), journal.begin)
         report.tiles += 1
         report.boxes += len(labels)
         report.cut += len(cut)
@@ -177,17 +180,27 @@ def tile_dataset(src: Path | str, dst: Path | str, size: int = 640, overlap: flo
     if not 0.0 < min_visibility <= 1.0:
         raise InputError(f"--min-visibility must be in (0, 1], got {min_visibility}")
     tile_windows(MIN_SIDE, MIN_SIDE, size, overlap)  # validates size and overlap before any work
+    refuse_inside_dataset(dst, "DST")
     cfg = read_data_yaml(src / "data.yaml")
     present = split_dirs(src)
     chosen = present if splits is None else splits
     if missing := sorted(set(chosen) - set(present)):
         raise InputError(f"SRC {src} has no split(s) {missing}; it has {present}")
+    if empty := [s for s in chosen if not list_images(src / "images" / s)]:
+        raise InputError(f"SRC {src}: split(s) {empty} hold no images, so there is nothing to tile there; choose "
+                         f"--splits among {[s for s in present if s not in empty]}")
     with folder_lock(dst, flag="DST"):  # one writer: two tilings at once would mix, or remove each other's temp files
-        return _write_tiles(src, dst, cfg, chosen, present, size, overlap, min_visibility, max_tiles, overwrite)
+        journal = Journal(dst, "tile", shlex.join(["yolo-incep", "tile", str(src), str(dst), "--size", str(size),
+                                                   "--overlap", f"{overlap:g}", "--min-visibility",
+                                                   f"{min_visibility:g}", "--splits", *chosen, "--max-tiles",
+                                                   str(max_tiles), *(["--overwrite"] if overwrite else [])]))
+        return _write_tiles(src, dst, cfg, chosen, present, size, overlap, min_visibility, max_tiles, overwrite,
+                            journal)
 
 
 def _write_tiles(src: Path, dst: Path, cfg: DataYaml, chosen: list[str], present: list[str], size: int,
-                 overlap: float, min_visibility: float, max_tiles: int, overwrite: bool) -> TileReport:
+                 overlap: float, min_visibility: float, max_tiles: int, overwrite: bool,
+                 journal: Journal) -> TileReport:
     plan = _plan(src, chosen, size, overlap, max_tiles, len(cfg.names))
     foreign = foreign_files(dst, {f"{s.path.stem}_{w[0]}_{w[1]}" for s in plan for w in s.windows})
     if foreign and not overwrite:
@@ -198,15 +211,17 @@ def _write_tiles(src: Path, dst: Path, cfg: DataYaml, chosen: list[str], present
     check_writable(folders)
     remove_stale_temps(folders)
     for f in foreign:
+        journal.begin()
         f.unlink()
     report = TileReport()
     for source in plan:
-        _tile_image(source, dst, min_visibility, report)
+        _tile_image(source, dst, min_visibility, report, journal)
     entries = _entries(src, chosen, present, cfg)
     if "train" in entries and entries["val"] == entries["train"]:
         report.notes.append(f"SRC has no val split: val is {entries['val']} (a fit check, not a held-out score); "
                             f"`yolo-incep split {src} --val-fraction F` before tiling makes a real one")
     write_data_yaml(dst, entries, cfg.names)
+    journal.done()
     if foreign:
         report.notes.append(f"removed {len(foreign)} file(s) of an earlier tiling (--overwrite)")
     return report
@@ -217,13 +232,12 @@ def _plan(src: Path, splits: list[str], size: int, overlap: float, max_tiles: in
     plan = []
     for split in splits:
         for path in list_images(src / "images" / split).values():
-            width, height = image_size(path)
+            image = read_annotated(path, nc)
+            width, height = image.width, image.height
             if (n := tile_count(width, height, size, overlap)) > max_tiles:
                 raise InputError(f"{path}: --size {size} --overlap {overlap} would cut this {width}x{height} image "
                                  f"into {n} tiles (more than --max-tiles {max_tiles}); nothing was written")
-            plan.append(_Source(split, path, tile_windows(width, height, size, overlap),
-                                read_labelled(label_path(path), width, height, nc),
-                                to_corners(read_regions(label_path(path, "ignore")), width, height)))
+            plan.append(_Source(split, image, tile_windows(width, height, size, overlap)))
     return plan
 
 

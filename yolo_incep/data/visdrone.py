@@ -12,6 +12,8 @@ The whole source is parsed before anything is written, every file is written ato
 changes, and images are copied (copy-on-write clones where the filesystem has them; hard links only with --link, as
 an in-place edit of a linked image would edit the source): a rerun changes nothing. A rerun without --val-fraction
 keeps the val split an earlier run carved out of train (tile outputs may point at it). One run at a time per DST.
+An interrupted run leaves data/journal.py's marker (refused by readers, finished by a rerun); a split folder it
+creates appears whole, by one rename.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +29,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..files import atomic_write_bytes, check_writable, copy_file, folder_lock, remove_stale_temps
 from .common import SMALL_AREA, Box, box_area, clip_box
+from .journal import Journal, NewSplits
 from .split import check_fraction, split_by_sequence
 from .yolo import (
     KINDS,
@@ -36,6 +40,7 @@ from .yolo import (
     image_size,
     label_path,
     list_images,
+    refuse_inside_dataset,
     split_dirs,
     split_folders,
     split_order,
@@ -204,6 +209,7 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
     src, dst = Path(src), Path(dst)
     sources = find_sources(src)
     check_destination(dst, sources)
+    refuse_inside_dataset(dst, "DST")
     if val_fraction:
         check_fraction(val_fraction)
         if "val" in sources:
@@ -211,7 +217,12 @@ def convert_visdrone(src: Path | str, dst: Path | str, val_fraction: float = 0.0
         if "train" not in sources:
             raise InputError(f"SRC {src} has no train split to carve --val-fraction out of")
     with folder_lock(dst, flag="DST"):  # one writer: two conversions at once would put one image in train and in val
-        return _convert(src, dst, sources, val_fraction, seed, skip_bad, overwrite, link, log)
+        journal = Journal(dst, "convert", shlex.join([
+            "yolo-incep", "convert", "visdrone", str(src), str(dst),
+            *(["--val-fraction", f"{val_fraction:g}", "--seed", str(seed)] if val_fraction else []),
+            *(["--skip-bad"] if skip_bad else []), *(["--overwrite"] if overwrite else []),
+            *(["--link"] if link else [])]))
+        return _convert(src, dst, sources, val_fraction, seed, skip_bad, overwrite, link, log, journal)
 
 
 def check_destination(dst: Path, sources: dict[str, Path]) -> None:
@@ -226,7 +237,7 @@ def check_destination(dst: Path, sources: dict[str, Path]) -> None:
 
 
 def _convert(src: Path, dst: Path, sources: dict[str, Path], val_fraction: float, seed: int, skip_bad: bool,
-             overwrite: bool, link: bool, log: Callable[[str], None]) -> ConversionReport:
+             overwrite: bool, link: bool, log: Callable[[str], None], journal: Journal) -> ConversionReport:
     report = ConversionReport()
     earlier = {s: list_images(dst / "images" / s) for s in split_dirs(dst)} if (dst / "images").is_dir() else {}
     plan: list[tuple[str, Path, tuple[int, int], ImageAnnotations]] = []  # parse all before writing anything
@@ -255,16 +266,20 @@ def _convert(src: Path, dst: Path, sources: dict[str, Path], val_fraction: float
     check_writable(folders)  # before any change: a half-moved split must never happen
     remove_stale_temps(folders)
     for f in foreign:
+        journal.begin()
         f.unlink()
+    new = NewSplits(dst, splits, journal)
     for split, image, (width, height), ann in plan:
-        target = dst / "images" / split / image.name
-        _remove_elsewhere(image.stem, split, earlier)
-        atomic_write_bytes(label_path(target), format_labels(ann.boxes, width, height))
-        write_sidecar(label_path(target, "ignore"), format_regions(ann.ignored, width, height))
-        copy_file(image, target, link)
+        target = new.folder(split) / image.name
+        _remove_elsewhere(image.stem, split, earlier, journal)
+        atomic_write_bytes(label_path(target), format_labels(ann.boxes, width, height), journal.begin)
+        write_sidecar(label_path(target, "ignore"), format_regions(ann.ignored, width, height), journal.begin)
+        copy_file(image, target, link, journal.begin)
         report.images[split] = report.images.get(split, 0) + 1
         report.add(ann)
+    new.finish()
     write_data_yaml(dst, {s: f"images/{s}" for s in splits}, NAMES)
+    journal.done()
     if foreign:
         report.notes.append(f"removed {len(foreign)} file(s) of an earlier conversion (--overwrite)")
     if kept_val:
@@ -279,10 +294,11 @@ def _convert(src: Path, dst: Path, sources: dict[str, Path], val_fraction: float
     return report
 
 
-def _remove_elsewhere(stem: str, split: str, earlier: dict[str, dict[str, Path]]) -> None:
+def _remove_elsewhere(stem: str, split: str, earlier: dict[str, dict[str, Path]], journal: Journal) -> None:
     """Drop files of `stem` left in another split by an earlier run with a different val split (the image last)."""
     for other, images in earlier.items():
         if other != split and stem in images:
+            journal.begin()
             for kind in ("labels", "ignore"):
                 label_path(images[stem], kind).unlink(missing_ok=True)
             images[stem].unlink(missing_ok=True)

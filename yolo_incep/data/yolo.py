@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,6 +107,24 @@ def image_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+@dataclass
+class Annotated:
+    """An image with its size (as Ultralytics decodes it), labels and ignored regions in pixels, all checked."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: list[Labelled]
+    regions: list[Box]
+
+
+def read_annotated(image: Path, nc: int | None = None) -> Annotated:
+    """An image and its label file and ignore sidecar, each checked (InputError naming the file, and line)."""
+    width, height = image_size(image)
+    return Annotated(image, width, height, read_labelled(label_path(image), width, height, nc),
+                     to_corners(read_regions(label_path(image, "ignore")), width, height))
+
+
 # ---- label files and ignore sidecars -----------------------------------------------------------------------------
 
 def _rows(path: Path, columns: int, form: str) -> tuple[np.ndarray, list[str]]:
@@ -181,11 +200,14 @@ def format_regions(boxes: list[Box], width: float, height: float) -> str:
     return "".join(f"{format_box(b, width, height)}\n" for b in boxes)
 
 
-def write_sidecar(path: Path, text: str) -> None:
-    """Write an ignore sidecar, or remove a stale one when there are no regions (no regions = no file)."""
+def write_sidecar(path: Path, text: str, on_change: Callable[[], None] | None = None) -> None:
+    """Write an ignore sidecar, or remove a stale one when there are no regions (no regions = no file); `on_change`
+    is called before the file changes."""
     if text:
-        atomic_write_bytes(path, text)
-    else:
+        atomic_write_bytes(path, text, on_change)
+    elif path.exists():
+        if on_change is not None:
+            on_change()
         path.unlink(missing_ok=True)
 
 
@@ -217,11 +239,20 @@ class DataYaml:
         return _one_label_each(images)
 
 
-def read_data_yaml(data: Path | str) -> DataYaml:
-    """Read an Ultralytics data YAML; an InputError names the file when it is missing or has no usable names."""
+def read_data_yaml(data: Path | str, writer: str | None = None) -> DataYaml:
+    """Read an Ultralytics data YAML; an InputError names the file when it is missing or has no usable names, or
+    the command to rerun when an interrupted one left its dataset half-changed (unless that is `writer`'s kind,
+    which finishes it)."""
     import yaml
 
+    from .journal import check_finished
+
     data = Path(data)
+    if not data.exists():  # a bare name of ours (VisDrone2019-DET.yaml), as `yolo train data=NAME` finds it
+        from ..plugin import resolve_dataset_yaml
+
+        data = Path(resolve_dataset_yaml(data))
+    check_finished(data.parent, allow=writer)
     if not data.is_file():
         raise InputError(f"{data}: no such file")
     try:
@@ -238,8 +269,12 @@ def read_data_yaml(data: Path | str) -> DataYaml:
     if not isinstance(names, list):
         raise InputError(f"{data}: 'names' must be a mapping or list, got {names!r}")
     root = Path(config.get("path") or data.parent)
-    if not root.is_absolute():  # relative to the working directory, else beside the YAML
-        root = root if root.exists() else data.parent / root
+    if not root.is_absolute() and not root.exists():  # as Ultralytics: in its datasets folder; else beside the YAML
+        from ultralytics.utils import DATASETS_DIR
+
+        root = DATASETS_DIR / root if (DATASETS_DIR / root).exists() else data.parent / root
+    if root.resolve() != data.parent.resolve():
+        check_finished(root, allow=writer)
     return DataYaml(data, config, [str(n) for n in names], root)
 
 
@@ -259,6 +294,36 @@ def _images_of(path: Path, where: str) -> list[Path]:
     raise InputError(f"{where}: {path} is neither a directory nor a .txt list of images")
 
 
+def dataset_folders(cfg: DataYaml | None = None, out: Path | None = None) -> list[Path]:
+    """Folders whose files a dataset reads as its own: the images, labels and ignore folders of `cfg`'s splits, and
+    any folder named images, labels or ignore above `out` with a data.yaml beside it."""
+    folders = []
+    if out is not None:
+        target = Path(out).resolve()
+        folders += [a for a in (target, *target.parents) if a.name in KINDS and (a.parent / "data.yaml").is_file()]
+    if cfg is not None:
+        for key, value in cfg.config.items():
+            entries = value if isinstance(value, list) else [value]
+            if key in NOT_SPLITS or not all(isinstance(e, str) for e in entries):
+                continue
+            for path in ((cfg.root / e).resolve() for e in entries):
+                if path.is_dir():  # a .txt list names images that lie elsewhere
+                    folders.append(path)
+                    if "images" in path.parts:
+                        folders += [label_path(path / "x.jpg", kind).parent for kind in KINDS[1:]]
+    return folders
+
+
+def refuse_inside_dataset(out: Path, flag: str, cfg: DataYaml | None = None) -> None:
+    """An InputError when the output folder `out` is or lies inside a folder a dataset reads (dataset_folders):
+    an image or label file written there would be read as part of the dataset."""
+    target = Path(out).resolve()
+    for folder in dataset_folders(cfg, out):
+        if target == folder or folder in target.parents:
+            raise InputError(f"{flag} {out}: lies inside the dataset folder {folder}, so what it writes would be "
+                             f"read as part of that dataset; choose a folder outside it")
+
+
 def split_order(name: str) -> tuple[int, str]:
     """Sort key putting train, val, test first, as Ultralytics' data YAMLs list them."""
     return {"train": 0, "val": 1, "test": 2}.get(name, 3), name
@@ -269,7 +334,7 @@ def split_dirs(root: Path) -> list[str]:
     images = root / "images"
     if not images.is_dir():
         raise InputError(f"{root}: not a YOLO dataset (no images/ directory)")
-    return sorted(p.name for p in images.iterdir() if p.is_dir())
+    return sorted(p.name for p in images.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def write_data_yaml(root: Path, splits: dict[str, str], names: list[str]) -> Path:

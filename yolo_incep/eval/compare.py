@@ -1,6 +1,6 @@
 """`yolo-incep compare`: several models on one dataset split, COCO AP/AP_small side by side with their cost.
 
-Jobs live in their own modules: models.py (arms, loading, prediction, SAHI), timing.py (params, GFLOPs, latency),
+Jobs live in their own modules: models.py (arms, loading, prediction, SAHI), ../cost.py (params, GFLOPs, latency),
 coco.py (evaluation), bootstrap.py (paired intervals), analysis.py (errors by size, PR curves, confusion), report.py
 (the typed report and its files). This module checks the settings, runs them in order and writes what was computed
 after every model.
@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..data.yolo import read_data_yaml, refuse_inside_dataset
 from ..errors import InputError
 from ..files import folder_lock
 from ..limits import check_device, check_image_memory
@@ -28,6 +29,10 @@ from ..cost import device_name, latency_ms, model_cost
 
 # data YAML keys that are not splits (Ultralytics' own reserved ones)
 NOT_SPLITS = {"names", "nc", "path", "download", "yaml_file", "channels"}
+# the files a run writes into --out (gt.json, predictions_<row>.json, report.write_report's): an earlier run's are
+# removed before a new run writes, so that one folder never holds two runs
+OUTPUTS = ("gt.json", "predictions_*.json", "report.json", "report.csv", "ap_by_size.png", "pr_by_size.png",
+           "confusion_small.csv")
 
 
 def compare_models(models: list[str], data: str | Path, split: str = "val", imgsz: int = 640,
@@ -35,7 +40,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                    iou: float = 0.7, max_det: int = 500, slice_size: int = 0, slice_overlap: float = 0.2,
                    latency_runs: int = 10, resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
                    versus: dict[str, str] | None = None, verbose: bool = True,
-                   map_classes_by_index: bool = False, nms_free: bool = False) -> CompareReport:
+                   map_classes_by_index: bool = False, nms_free: bool = False,
+                   ids_by_position: bool = False) -> CompareReport:
     """Evaluate every model on one split and return the typed report (written to `out` when given).
 
     `models`: '[NAME=]SOURCE[,SOURCE...]' (checkpoint paths or model YAML names; several sources are one arm's
@@ -44,6 +50,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     `seed`); `versus` {arm: reference arm} adds those paired differences too (report.contrasts). Everything that
     can be checked is checked before the first prediction. `nms_free`: end-to-end models (YOLO26) predict with their
     one-to-one head and no NMS, as `yolo val nms=False`; others with their only head and NMS, as always.
+    `ids_by_position`: a plain results file without compare's gt.json beside it has image id i = the i-th image.
     """
     check_settings(imgsz=imgsz, batch=batch, max_det=max_det, slice_size=slice_size, latency_runs=latency_runs,
                    conf=conf, iou=iou, slice_overlap=slice_overlap, resamples=resamples)
@@ -64,7 +71,9 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
             raise InputError(f"--versus {a}={r}: an arm against itself")
     images, names = coco.load_data_yaml(data, split)
     sources = [s for a in arms for s in a.sources]  # every model and predictions file checked first
-    saved = {s: predictions.read(s, images, len(names)) for s in sources if predictions.is_predictions(s)}
+    earlier = [] if out is None else earlier_outputs(Path(out), data, sources)
+    saved = {s: predictions.read(s, images, len(names), ids_by_position)
+             for s in sources if predictions.is_predictions(s)}
     yolos = {s: load_model(s, names, map_classes_by_index) for s in sources if s not in saved}
     stride = max((max_stride(y) for y in yolos.values()), default=1)
     if imgsz % stride:
@@ -74,6 +83,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     if slice_size and not has_sahi():
         raise InputError("--slice needs sahi: pip install 'yolo-incep[eval]' (or pip install sahi)")
     out = None if out is None else writable_folder(Path(out))
+    for f in earlier:
+        f.unlink(missing_ok=True)
     gt = coco.build_gt(images, names)
     report = CompareReport(
         data=str(data), split=split, imgsz=imgsz, device=device_name(device), conf=conf, iou=iou, max_det=max_det,
@@ -222,6 +233,19 @@ def check_settings(**values) -> None:
             raise InputError(f"{flags.get(name, '--' + name.replace('_', '-'))} {v}: out of range (must be {allowed})")
 
 
+def earlier_outputs(out: Path, data: str | Path, sources: list[str]) -> list[Path]:
+    """The files of an earlier run in `out` (OUTPUTS), which a new run removes; an InputError when `out` lies inside
+    the dataset's folders or a model source is one of those files."""
+    refuse_inside_dataset(out, "--out", read_data_yaml(data))
+    found = {f for pattern in OUTPUTS for f in out.glob(pattern) if f.is_file()} if out.is_dir() else set()
+    earlier = sorted(found, key=lambda f: (f.name != "report.json", f.name))  # the report first: it claims the run
+    for s in sources:
+        if Path(s).is_file() and any(Path(s).resolve() == f.resolve() for f in earlier):
+            raise InputError(f"--out {out}: holds the model source {s}, which this run would remove and replace (an "
+                             f"earlier compare's output): copy it elsewhere or choose another --out")
+    return earlier
+
+
 def writable_folder(out: Path) -> Path:
     """`out`, created if needed, after proving a file can be written there."""
     if out.exists() and not out.is_dir():
@@ -276,6 +300,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "nms=False` (default: their one-to-many head and NMS, as Ultralytics' default)")
     parser.add_argument("--versus", action="append", default=[], metavar="ARM=REF",
                         help="also the paired difference of arm ARM to arm REF (repeatable; e.g. p2 models)")
+    parser.add_argument("--ids-by-position", action="store_true",
+                        help="a plain COCO results file without compare's gt.json beside it: its image_id i is the "
+                             "split's i-th image, sorted by path (without this flag such a file is refused: nothing "
+                             "in it says which images it is for)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -286,6 +314,6 @@ def run(args: argparse.Namespace) -> int:
                                 max_det=args.max_det, slice_size=args.slice, slice_overlap=args.slice_overlap,
                                 latency_runs=args.latency_runs, resamples=args.resamples, seed=args.seed,
                                 versus=parse_versus(args.versus), map_classes_by_index=args.map_classes_by_index,
-                                nms_free=args.nms_free)
+                                nms_free=args.nms_free, ids_by_position=args.ids_by_position)
     print(report)
     return 0

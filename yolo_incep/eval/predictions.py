@@ -4,7 +4,9 @@ checks.
 Two shapes are read:
 - a plain COCO results list (`[{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...]`, as pycocotools,
   SAHI and `compare`'s own `predictions_<name>.json` write it), whose image ids are 1-based positions in the split's
-  sorted image list (`compare`'s gt.json); a gt.json beside it, if any, must name the same images;
+  sorted image list (`compare`'s gt.json). Such a list names no images, so a file for other frames of the same
+  count would score without a word: it is read only beside compare's gt.json naming the split's images, or when
+  the caller says the ids are positions (`--ids-by-position`);
 - the self-describing form `bench` keeps for every finished run: `{"info": {...}, "images": [{"id", "file_name"}],
   "annotations": [results]}`, matched to the split by file name, so it stays valid on another machine or checkout.
   `info` carries what the detections cannot show: the model's params, GFLOPs and latency, the inference settings,
@@ -83,8 +85,10 @@ def write(path: Path, detections: list[dict], images: list[Path], info: dict) ->
     atomic_write_bytes(path, compress(path, json.dumps(doc, separators=(",", ":")).encode()))
 
 
-def read(source: str | Path, images: list[Path], nc: int) -> Predictions:
-    """The detections of a saved predictions file, checked against the split's `images` and `nc` classes."""
+def read(source: str | Path, images: list[Path], nc: int, ids_by_position: bool = False) -> Predictions:
+    """The detections of a saved predictions file, checked against the split's `images` and `nc` classes. A plain
+    results list names no images: it needs compare's gt.json of the same images beside it, or `ids_by_position`
+    (the caller's word that image id i is the split's i-th image)."""
     path = Path(source)
     if not path.is_file():
         raise InputError(f"predictions {source}: no such file")
@@ -95,17 +99,43 @@ def read(source: str | Path, images: list[Path], nc: int) -> Predictions:
         raise InputError(f"predictions {source}: not a COCO results JSON ({type(e).__name__}: {e})") from e
     if isinstance(doc, list):
         dets, info, ids = doc, {}, None
-        _check_sibling_gt(path, images)
+        _check_sibling_gt(path, images, ids_by_position)
     elif isinstance(doc, dict) and isinstance(doc.get("images"), list) and (
             isinstance(doc.get("annotations"), list) or isinstance(doc.get("columns"), dict)):
         dets = doc["annotations"] if "annotations" in doc else _rows(source, doc["columns"])
-        info = doc.get("info") or {}
+        info = _checked_info(source, doc.get("info"))
         ids = _match_images(source, doc["images"], images)
     else:
         raise InputError(f"predictions {source}: expected a COCO results list, or a dict with 'images' and "
                          "'annotations' (or 'columns')")
     out = [_checked(source, k, d, len(images), nc, ids) for k, d in enumerate(dets)]
-    return Predictions(str(source), out, info if isinstance(info, dict) else {})
+    return Predictions(str(source), out, info)
+
+
+# the `info` fields compare reads, with their types: (check, what it must be); other fields are kept unread
+INFO_FIELDS = {
+    "slice": (lambda v: _whole(v) and v >= 0, "a whole number >= 0 (0: whole images)"),
+    "params": (lambda v: v is None or (_whole(v) and v >= 0), "a whole number >= 0 or null"),
+    "gflops": (lambda v: v is None or (_finite(v) and v >= 0), "a number >= 0 or null"),
+    "latency_ms": (lambda v: v is None or (_finite(v) and v >= 0), "a number >= 0 or null"),
+    "imgsz": (lambda v: _whole(v) and v > 0, "a whole number > 0"),
+    "conf": (lambda v: _finite(v) and 0 <= v <= 1, "a number in 0..1"),
+    "iou": (lambda v: _finite(v) and 0 <= v <= 1, "a number in 0..1"),
+    "max_det": (lambda v: _whole(v) and v > 0, "a whole number > 0"),
+    "nms_free": (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _checked_info(source, info) -> dict:
+    """The file's `info`, every field compare reads of the type it needs (an InputError naming the field)."""
+    if info is None:
+        return {}
+    if not isinstance(info, dict):
+        raise InputError(f"predictions {source}: 'info' must be an object, got {info!r}")
+    for key, (ok, what) in INFO_FIELDS.items():
+        if key in info and not ok(info[key]):
+            raise InputError(f"predictions {source}: info {key!r} must be {what}, got {info[key]!r}")
+    return info
 
 
 def _rows(source, cols: dict) -> list[dict]:
@@ -143,15 +173,26 @@ def _match_images(source, listed: list, images: list[Path]) -> dict[int, int]:
     return ids
 
 
-def _check_sibling_gt(path: Path, images: list[Path]) -> None:
-    """A plain results list written by `compare` has gt.json beside it: its images must be the split's."""
+def _check_sibling_gt(path: Path, images: list[Path], ids_by_position: bool) -> None:
+    """A plain results list names no images: compare's gt.json beside it (as compare writes predictions_<row>.json)
+    must name the split's images in order, or the caller says that its ids are positions in the split."""
     gt = path.parent / "gt.json"
-    if not gt.is_file():
-        return
     try:
-        names = [Path(im["file_name"]).name for im in json.loads(gt.read_text())["images"]]
+        names = [Path(im["file_name"]).name for im in json.loads(gt.read_text(encoding="utf-8"))["images"]]
+    except FileNotFoundError:
+        names = None
     except (OSError, ValueError, KeyError, TypeError):
-        return  # not compare's gt.json: nothing to check against
+        if ids_by_position:
+            return
+        raise InputError(f"predictions {path}: the gt.json beside it is not compare's (no images with file names), "
+                         f"so nothing says which images its ids are; pass --ids-by-position if id i is the split's "
+                         f"i-th image (sorted by path)") from None
+    if names is None:
+        if ids_by_position:
+            return
+        raise InputError(f"predictions {path}: a plain results list names no images and no gt.json of compare's lies "
+                         f"beside it; put the gt.json it was made with beside it, or pass --ids-by-position if id i "
+                         f"is the split's i-th image (sorted by path, as compare numbers them)")
     if names != [p.name for p in images]:
         raise InputError(f"predictions {path}: the gt.json beside it names other images than the split being "
                          f"evaluated ({len(names)} vs {len(images)} images): predictions of other images")
@@ -178,3 +219,7 @@ def _checked(source, k: int, d, n_images: int, nc: int, ids: dict[int, int] | No
 
 def _finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
