@@ -245,6 +245,7 @@ def test_network_is_refused_at_once_and_named(fresh_env):
             "    try:\n        urllib.request.urlopen(url, timeout=30)\n"
             "    except OSError as e:\n        print('refused', type(e).__name__)\n"
             "a, b = socket.socketpair(); a.sendall(b'x'); assert b.recv(1) == b'x'  # local sockets still work\n"
+            "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(); c = socket.create_connection(s.getsockname())\n"
             "print(f'{time.monotonic() - t:.2f}')")
     proc = subprocess.run([sys.executable, "-c", code], env=fresh_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import replace
 
 import pytest
@@ -108,6 +109,27 @@ def test_an_arm_or_seed_not_in_the_grid_is_a_one_line_error(argv, message):
         rc = cli.main(["bench", "--budget", "smoke", *argv])
     err = err.getvalue()
     assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_data_are_prepared(monkeypatch, tmp_path):
+    monkeypatch.setattr(runs.Workspace, "prepare", lambda self: pytest.fail("prepared data for a missing device"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["bench", "--budget", "cpu", "--device", "cuda:3", "--out", str(tmp_path / "out")])
+    assert rc == 2 and err.getvalue().count("\n") == 1, err.getvalue()
+    assert "--device cuda:3: no such device on this machine" in err.getvalue()
+    assert not (tmp_path / "out").exists()
+
+
+def test_with_out_and_no_work_the_scratch_is_not_in_the_working_folder(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    roots = []
+    monkeypatch.setattr(runs.Workspace, "prepare", lambda self: roots.append(self.root) or self.root / "data.yaml")
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: {})
+    assert cli.main(["bench", "--budget", "smoke", "--out", "report", "--no-compare"]) == 0
+    assert not (tmp_path / "runs").exists() and str(roots[0]).startswith(tempfile.gettempdir())
+    assert cli.main(["bench", "--budget", "smoke", "--out", "report", "--no-compare"]) == 0
+    assert roots[1] == roots[0]  # the same --out resumes in the same scratch
 
 
 @pytest.mark.parametrize("value, expected", [("", None), ("1", 1), ("3", 3)])

@@ -324,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rehearse:  # from here on, a module the GPU machine lacks fails the rehearsal, not the GPU minutes
         os.environ[machine.REHEARSAL_ENV] = "1"
     machine.enter()
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # nothing here downloads: Ultralytics' online checks would only wait
     from ..cost import emit_json
     from ..plugin import install
 

@@ -131,9 +131,9 @@ def block_imports() -> None:
 
 
 def refuse_network() -> None:
-    """Make every outgoing connection and host lookup of this process fail at once, printing NETWORK_REFUSED with
-    the address: the lent machine has no network (a connection there may hang until its timeout), and nothing
-    of a sitting needs one. Local (Unix) sockets, which process pools use, still connect."""
+    """Make every connection that would leave this machine, and every host lookup, fail at once, printing
+    NETWORK_REFUSED with the address: the lent machine has no network (a connection there may hang until its
+    timeout), and nothing of a sitting needs one. Unix sockets (process pools) and loopback still connect."""
     import socket
 
     if getattr(socket.socket.connect, "_refused", False):
@@ -144,18 +144,21 @@ def refuse_network() -> None:
         print(f"{NETWORK_REFUSED}: {what}", file=sys.stderr, flush=True)
         return ConnectionRefusedError(f"{NETWORK_REFUSED}: {what}")
 
+    def local(sock, address) -> bool:
+        return sock.family == socket.AF_UNIX or _loopback(address[0])
+
     def connect(self, address):
-        if self.family == socket.AF_UNIX:
+        if local(self, address):
             return plain_connect(self, address)
         raise refuse(address)
 
     def connect_ex(self, address):
-        if self.family == socket.AF_UNIX:
+        if local(self, address):
             return plain_connect_ex(self, address)
         raise refuse(address)
 
     def getaddrinfo(host, *args, **kwargs):
-        if host in (None, "localhost") or _numeric(host):  # no lookup leaves the machine
+        if host in (None, "localhost") or _address(host) is not None:  # no lookup leaves the machine
             return plain_lookup(host, *args, **kwargs)
         raise socket.gaierror(socket.EAI_NONAME, str(refuse(host)))
 
@@ -163,14 +166,19 @@ def refuse_network() -> None:
     socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo = connect, connect_ex, getaddrinfo
 
 
-def _numeric(host) -> bool:
+def _address(host):
+    """The IP address `host` spells, None for a name."""
     import ipaddress
 
     try:
-        ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host)
-        return True
+        return ipaddress.ip_address(host.decode() if isinstance(host, bytes) else host)
     except ValueError:
-        return False
+        return None
+
+
+def _loopback(host) -> bool:
+    address = _address(host) if isinstance(host, (str, bytes)) else None
+    return host == "localhost" or (address is not None and address.is_loopback)
 
 
 def enter() -> None:
