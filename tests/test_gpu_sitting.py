@@ -189,7 +189,7 @@ def test_sigterm_stops_the_runs_and_writes_what_exists_within_20_seconds(sample,
     runs = runs_by_name(out)
     assert runs["yolov8n-incep-s0"]["status"] == "failed"
     assert "cut the batch from 4 to 2" in runs["yolov8n-incep-s0"]["reason"]
-    assert runs["yolov8n-s0"]["reason"] == "stopped: the sitting stopped by SIGTERM"
+    assert runs["yolov8n-s0"]["status"] == "stopped" and runs["yolov8n-s0"]["reason"] == "the sitting stopped by SIGTERM"
     assert "SIGTERM: stopping the runs" in (out / "log.txt").read_text()
 
 

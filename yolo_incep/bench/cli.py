@@ -46,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-compare", action="store_true", help="train only")
     gpu = parser.add_argument_group("one timed GPU sitting (--budget gpu)")
     gpu.add_argument("--minutes", type=float, default=None,
-                     help="the sitting's length, from start to the last file written (default: 9; rehearsal 1.5)")
+                     help="the sitting's length, from start to the last file written (default: 8.5; rehearsal 1.5)")
     gpu.add_argument("--rehearse", action="store_true",
                      help="the same sitting on this CPU with tiny images, batches and epochs: the first 2 runs of "
                           "the grid, or those --arms and --seeds name (a test runs it)")
@@ -66,13 +66,15 @@ def run(args: argparse.Namespace) -> int:
     sitting = args.budget == "gpu" or args.rehearse or args.from_ or args.minutes is not None
     if sitting and args.budget != "gpu":
         raise InputError(f"--rehearse / --from / --minutes: only for --budget gpu, not {args.budget}")
-    if args.device and not args.rehearse and not args.from_:  # before any data are prepared
-        from ..limits import check_device
-
-        check_device(args.device)
+    if sitting and not args.from_:  # it downloads nothing: Ultralytics' online check at its import would only wait
+        os.environ.setdefault("YOLO_OFFLINE", "1")
     budget = recipe.BUDGETS[args.budget]
     if args.device:
         budget = replace(budget, device=args.device)
+    if not args.rehearse and not args.from_:  # a device this machine lacks: refused before any data are prepared
+        from ..limits import check_device
+
+        check_device(budget.device)
     grid = _select(grids.GRIDS[args.budget], args)
     out = args.out or (args.work or DEFAULT_WORK / args.budget) / "report"
     work = args.work or (_scratch(args.budget, out) if args.out else DEFAULT_WORK / args.budget)
@@ -146,7 +148,7 @@ def _sitting(args: argparse.Namespace, budget: recipe.Budget, grid, work: Path, 
             return sitting.report_from(args.from_, ws, args.device or "cpu", _command(args, args.from_))
     if args.rehearse:  # import only what the lent machine has, here and in every process of the sitting
         os.environ[machine.REHEARSAL_ENV] = "1"
-        machine.block_imports()
+    machine.enter()
     for arm in grid:  # every model of the grid builds, also when the rehearsal trains two of them
         sitting.check_model(arm.model)
     if args.rehearse:

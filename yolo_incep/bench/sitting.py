@@ -1,6 +1,6 @@
 """`yolo-incep bench --budget gpu`: the whole grid in one timed sitting on one GPU, every run with the same steps.
 
-    yolo-incep bench --budget gpu --out $OUT              # on the lent machine: at most --minutes (9), 4 files out
+    yolo-incep bench --budget gpu --out $OUT              # on the lent machine: at most --minutes (8.5), 4 files
     yolo-incep bench --budget gpu --from $OUT --out DIR   # with the VisDrone sample: the report with intervals
     yolo-incep bench --budget gpu --rehearse --out DIR    # here, on the CPU: the same path in about a minute
 
@@ -68,7 +68,7 @@ class Sitting:
 
 
 SITTINGS = {
-    "gpu": Sitting(minutes=9, reserve_s=100, pack_s=15, speed_s=120, first_step_s=150, stall_s=90,
+    "gpu": Sitting(minutes=8.5, reserve_s=100, pack_s=15, speed_s=120, first_step_s=150, stall_s=90,
                    calibration_skip=10, calibration_s=20, poll_s=0.5, report_s=1, print_s=20, status_s=5, stop_s=5),
     "rehearsal": Sitting(minutes=1.5, reserve_s=15, pack_s=5, speed_s=60, first_step_s=60, stall_s=15,
                          calibration_skip=2, calibration_s=1, poll_s=0.2, report_s=0.2, print_s=5, status_s=1,
@@ -136,7 +136,7 @@ class _Sitting:
         self.sup = Supervisor(ws.root / "sitting.pids", self.log,
                               stream_limit=machine.LENT.file_bytes // (4 * max(1, len(self.runs))))
         self.plan: dict = {}
-        self.reasons: dict[str, str] = {}  # why the parent stopped a run
+        self.reasons: dict[str, tuple[str, str]] = {}  # (status, why) of the runs the parent stopped
         self.finished: set[str] = set()
         (self.out / "kept_runs.zip").unlink(missing_ok=True)  # an earlier sitting's runs are not this one's
         (self.out / "gpu_speed.json").unlink(missing_ok=True)
@@ -267,7 +267,7 @@ class _Sitting:
                 self._calibrate(calibration, {n: g for n, g in progress.items() if n not in self.finished})
             if now > self.deadline - s.pack_s:
                 for name in [n for n in self.runs if n not in self.finished]:
-                    self._stop(name, f"still running at the sitting's end ({s.minutes:g} min)")
+                    self._stop(name, f"still running at the sitting's end ({s.minutes:g} min)", "stopped")
             if now - last_status > s.status_s:
                 last_status = now
                 for name, g in progress.items():
@@ -298,7 +298,7 @@ class _Sitting:
             if g["step"] - s0 >= 2:
                 step_s[n] = (g["t"] - t0) / (g["step"] - s0)
             else:  # it reached the end of its epoch before the timing began: its whole first epoch
-                step_s[n] = (g["t"] - g["t1"]) / max(1, g["step"] - 1)
+                step_s[n] = (g["t"] - g["t0"]) / g["step"]
         nb = max(g["steps_per_epoch"] for g in progress.values())
         left = (self.deadline - s.reserve_s - now) * s.plan_margin
         fits = min(g["step"] + left / max(step_s[n], 1e-6) for n, g in progress.items())
@@ -312,8 +312,9 @@ class _Sitting:
                  f"{epochs * nb} steps for every run")
         self.status.write(plan=self.plan)
 
-    def _stop(self, name: str, reason: str) -> None:
-        self.reasons[name] = reason
+    def _stop(self, name: str, reason: str, status: str = "failed") -> None:
+        """Stop a run: 'failed' when it is stuck, 'stopped' when the sitting ends first."""
+        self.reasons[name] = (status, reason)
         self.sup.stop([name], self.sitting.stop_s)
         self._finish(name, self.sup.returncode(name))
 
@@ -331,10 +332,10 @@ class _Sitting:
             self.log(f"{name}: done, {record['steps']} steps" + ("" if equal else
                                                                   f", not the plan's {self.plan['steps']}"))
         else:
-            reason = self.reasons.get(name) or g.get("error") or (
-                f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exited with status {rc}")
-            self.status.run(name, status="failed", step=g.get("step", 0), reason=reason)
-            self.log(f"{name}: failed at step {g.get('step', 0)}: {reason}; the last lines of its log:\n"
+            status, reason = self.reasons.get(name) or ("failed", g.get("error") or (
+                f"killed by {signal.Signals(-rc).name}" if rc is not None and rc < 0 else f"exited with status {rc}"))
+            self.status.run(name, status=status, step=g.get("step", 0), reason=reason)
+            self.log(f"{name}: {status} at step {g.get('step', 0)}: {reason}; the last lines of its log:\n"
                      + "\n".join(f"    {line}" for line in self.sup.tail(name).splitlines()))
         self.status.write(seconds=self.elapsed())
 
@@ -356,8 +357,10 @@ class _Sitting:
             self.sup.stop_all(self.sitting.stop_s)
             for name in running:
                 if name in self.runs and name not in self.finished:
-                    self.reasons.setdefault(name, f"stopped: the sitting {state}")
+                    self.reasons.setdefault(name, ("stopped", f"the sitting {state}"))
                     self._finish(name, self.sup.returncode(name))
+        if self.status.record.get("speed", {}).get("status") == "running":
+            self.status.record["speed"]["status"] = f"stopped: the sitting {state}"
         self.sup.stream()
         self.sup.close()
         from .report import versions
@@ -375,7 +378,6 @@ class _Sitting:
 
 def run(ws, grid, args, budget_name: str) -> int:
     """Train every arm/seed of `grid` at once within the sitting; write OUT_FILES into `args.out` as it goes."""
-    machine.enter()
     sitting = _Sitting(ws, grid, args, budget_name)
     with _stop_signals():
         try:
@@ -387,7 +389,8 @@ def run(ws, grid, args, budget_name: str) -> int:
             sitting.end(f"stopped by {e}")
             return 128 + signal.Signals[str(e)].value
         except BaseException as e:
-            sitting.log(f"failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            trace = "" if isinstance(e, InputError) else f"\n{traceback.format_exc()}"
+            sitting.log(f"failed: {type(e).__name__}: {e}{trace}")
             sitting.end("failed")
             raise
     return sitting.end("done")

@@ -93,7 +93,7 @@ class Control:
 
     def train_start(self, trainer) -> None:
         nb = len(trainer.train_loader)
-        self.report(state="train", step=0, steps_per_epoch=nb, batch=trainer.batch_size)
+        self.report(state="train", step=0, steps_per_epoch=nb, batch=trainer.batch_size, t0=time.time())
         print(f"training {trainer.epochs} epoch(s) at most, {nb} steps an epoch, batch {trainer.batch_size}, "
               f"{trainer.train_loader.num_workers} loader worker(s), AMP {bool(trainer.amp)}, on {trainer.device}",
               flush=True)
@@ -149,8 +149,15 @@ class Control:
 def main(config_file: Path, name: str) -> int:
     """Train, predict and keep one run of the sitting."""
     machine.enter()
+    import logging
+
+    from ultralytics.utils import LOGGER
+
     from .grids import arm_from
     from .runs import Workspace, train_run
+
+    for logger in (LOGGER, *LOGGER.handlers):  # YOLO_VERBOSE=False drops the progress bars, and warnings with them
+        logger.setLevel(logging.WARNING)
 
     config = json.loads(config_file.read_text())
     control = Path(config["control"])
