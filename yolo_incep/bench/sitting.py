@@ -260,14 +260,14 @@ class _Sitting:
             for name, g in progress.items():
                 started = self.sup.jobs[name].started
                 if not g.get("step") and now - started > s.first_step_s:
-                    self._stop(name, f"no training step within {s.first_step_s:g} s of its start")
+                    self._stop([name], f"no training step within {s.first_step_s:g} s of its start")
                 elif g.get("state") == "train" and now - g.get("seen", now) > s.stall_s:
-                    self._stop(name, f"no new step for {s.stall_s:g} s (at step {g.get('step', 0)})")
+                    self._stop([name], f"no new step for {s.stall_s:g} s (at step {g.get('step', 0)})")
             if not self.plan:
                 self._calibrate(calibration, {n: g for n, g in progress.items() if n not in self.finished})
             if now > self.deadline - s.pack_s:
-                for name in [n for n in self.runs if n not in self.finished]:
-                    self._stop(name, f"still running at the sitting's end ({s.minutes:g} min)", "stopped")
+                self._stop([n for n in self.runs if n not in self.finished],
+                           f"still running at the sitting's end ({s.minutes:g} min)", "stopped")
             if now - last_status > s.status_s:
                 last_status = now
                 for name, g in progress.items():
@@ -312,11 +312,13 @@ class _Sitting:
                  f"{epochs * nb} steps for every run")
         self.status.write(plan=self.plan)
 
-    def _stop(self, name: str, reason: str, status: str = "failed") -> None:
-        """Stop a run: 'failed' when it is stuck, 'stopped' when the sitting ends first."""
-        self.reasons[name] = (status, reason)
-        self.sup.stop([name], self.sitting.stop_s)
-        self._finish(name, self.sup.returncode(name))
+    def _stop(self, names: list[str], reason: str, status: str = "failed") -> None:
+        """Stop runs together: 'failed' when stuck, 'stopped' when the sitting ends first."""
+        for name in names:
+            self.reasons[name] = (status, reason)
+        self.sup.stop(names, self.sitting.stop_s)
+        for name in names:
+            self._finish(name, self.sup.returncode(name))
 
     def _finish(self, name: str, rc: int | None) -> None:
         """Record a run that ended: its kept files into the archive, or why it failed and its log's last lines."""
@@ -352,13 +354,11 @@ class _Sitting:
 
     def end(self, state: str) -> int:
         """Stop whatever still runs; the last bench.json; sizes checked. 0 when every run is kept."""
-        running = self.sup.running()
-        if running:
-            self.sup.stop_all(self.sitting.stop_s)
-            for name in running:
-                if name in self.runs and name not in self.finished:
-                    self.reasons.setdefault(name, ("stopped", f"the sitting {state}"))
-                    self._finish(name, self.sup.returncode(name))
+        left = [n for n in self.runs if n in self.sup.jobs and n not in self.finished]
+        for name in [n for n in left if self.sup.returncode(n) is not None]:  # it ended by itself meanwhile
+            self._finish(name, self.sup.returncode(name))
+        self._stop([n for n in left if n not in self.finished], f"the sitting {state}", "stopped")
+        self.sup.stop_all(self.sitting.stop_s)  # the speed measurement, if it still runs
         if self.status.record.get("speed", {}).get("status") == "running":
             self.status.record["speed"]["status"] = f"stopped: the sitting {state}"
         self.sup.stream()
@@ -465,7 +465,7 @@ def read_sitting(src: Path, out: Path) -> tuple[dict, dict[str, bytes]]:
                          f"{', '.join(OUT_FILES)})")
     try:
         bench = json.loads(bench_file.read_text())
-        bench["arms"], bench["settings"]["compare_imgsz"], bench["plan"]  # noqa: B018 - what a report needs
+        sitting_budget(bench), sitting_arms(bench), dict(bench["plan"])  # what a report needs
     except (ValueError, KeyError, TypeError) as e:
         raise InputError(f"{bench_file}: not a sitting's bench.json ({type(e).__name__}: {e})") from None
     files = {}
@@ -510,9 +510,8 @@ def report_from(src: Path, ws, device: str, command: str) -> int:
     _refuse_other_runs(ws.out, kept)
     for name, data in kept.items():
         atomic_write_bytes(ws.out / name, data)
-    fields = {k: v for k, v in bench["settings"].items() if k in recipe.Budget.__dataclass_fields__}
-    ws.budget = replace(recipe.Budget(**fields), device=device)  # the sitting's own settings, the report's device
-    grid = tuple(GridArm(a["name"], a["model"], tuple(a["seeds"]), a.get("versus")) for a in bench["arms"])
+    ws.budget = replace(sitting_budget(bench), device=device)  # the sitting's own settings, the report's device
+    grid = sitting_arms(bench)
     with folder_lock(ws.root, wait=True):
         ws.frames_only()
     with folder_lock(ws.root / "compare", wait=False):
@@ -522,6 +521,16 @@ def report_from(src: Path, ws, device: str, command: str) -> int:
               "left_out": left_out, "compare_s": compare_s, "versions": versions()}
     atomic_write_bytes(ws.out / "bench.json", json.dumps(bench | {"report": report}, indent=1))
     return 0
+
+
+def sitting_budget(bench: dict) -> recipe.Budget:
+    """The budget a sitting trained with, from its bench.json's settings."""
+    return recipe.Budget(**{k: v for k, v in bench["settings"].items() if k != "recipe"})
+
+
+def sitting_arms(bench: dict) -> tuple[GridArm, ...]:
+    """The arms a sitting trained, from its bench.json."""
+    return tuple(GridArm(a["name"], a["model"], tuple(a["seeds"]), a.get("versus")) for a in bench["arms"])
 
 
 def _refuse_other_runs(out: Path, files: dict[str, bytes]) -> None:
