@@ -22,7 +22,7 @@ from helpers import make_visdrone_source
 from yolo_incep import cli, recipe
 from yolo_incep.bench import machine, resources, sitting
 from yolo_incep.bench.supervisor import Job, Supervisor, TextLog
-from yolo_incep.bench.worker import FAULT_ENV
+from yolo_incep.bench.steps import FAULT_ENV, Timing
 from yolo_incep.data.prepare import SAMPLE_ENV
 
 
@@ -189,7 +189,7 @@ def test_sigterm_stops_the_runs_and_writes_what_exists_within_20_seconds(sample,
     runs = runs_by_name(out)
     assert runs["yolov8n-incep-s0"]["status"] == "failed"
     assert "cut the batch from 4 to 2" in runs["yolov8n-incep-s0"]["reason"]
-    assert runs["yolov8n-s0"]["status"] == "stopped" and runs["yolov8n-s0"]["reason"] == "the sitting stopped by SIGTERM"
+    assert (runs["yolov8n-s0"]["status"], runs["yolov8n-s0"]["reason"]) == ("stopped", "the sitting stopped by SIGTERM")
     assert "SIGTERM: stopping the runs" in (out / "log.txt").read_text()
 
 
@@ -306,3 +306,62 @@ def test_wheels_are_pinned_and_polars_does_not_travel():
     assert not any(w.startswith("polars") for w in machine.LENT.wheels)
     assert machine.normalize("ultralytics_thop") == "ultralytics-thop" == machine.normalize("Ultralytics.Thop")
     assert len(sitting.OUT_FILES) <= machine.LENT.files_back
+
+
+def test_the_timing_fixes_the_epochs_the_slowest_run_finishes():
+    timing = Timing(skip=5, seconds=1, margin=1.0)
+    run = {"state": "train", "steps_per_epoch": 10, "t0": 90.0}
+    assert timing.plan({"a": run | {"step": 4, "t": 99.0}}, 100, 50, now=99.0) is None  # not 5 steps yet
+    start = {"a": run | {"step": 10, "t": 100.0}, "b": run | {"step": 10, "t": 100.0},
+             "c": run | {"state": "waiting", "step": 10, "t": 93.0}}  # c: at its epoch's end already
+    assert timing.plan(start, 100, 50, now=100.0) is None  # the timing begins
+    assert timing.plan({**start, "a": run | {"step": 20, "t": 102.0}}, 100, 50, now=100.5) is None  # b untimed
+    now = {**start, "a": run | {"step": 20, "t": 102.0}, "b": run | {"step": 15, "t": 102.5}}
+    plan = timing.plan(now, 100, 50, now=102.5)
+    assert plan["step_s"] == {"a": 0.2, "b": 0.5, "c": 0.3}  # c over its whole first epoch: (93 - 90) / 10
+    assert plan["epochs"] == 21 and plan["steps"] == 210  # b: 15 + 100 / 0.5 = 215 steps fit, 21 whole epochs
+    assert Timing(5, 1, 1.0).plan({}, 100, 50, now=0) is None
+    assert timing.plan(now, 100, 3, now=102.5)["epochs"] == 3 and timing.plan(now, 0, 50, now=102.5)["epochs"] == 1
+
+
+def test_a_planned_run_gets_the_schedule_it_would_have_had_with_its_length_known(tmp_path):
+    """Ultralytics' per-epoch loop with the budget's 100 epochs, the plan of 4 applied at the end of epoch 1: every
+    epoch's learning rate equals that of a trainer started with 4 epochs."""
+    import warnings
+    from types import SimpleNamespace
+
+    import torch
+    from ultralytics.engine.trainer import BaseTrainer
+
+    from yolo_incep.bench.steps import PLAN, Control
+
+    def trainer(epochs: int):
+        t = SimpleNamespace(args=SimpleNamespace(cos_lr=True, lrf=0.01, epochs=epochs), epochs=epochs, epoch=0,
+                            optimizer=torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1e-3),
+                            device=torch.device("cpu"), batch_size=4)
+        t._setup_scheduler = lambda: BaseTrainer._setup_scheduler(t)
+        t._setup_scheduler()
+        t.scheduler.last_epoch = -1  # as _setup_train leaves it for a fresh run
+        return t
+
+    def lrs(t, ctl=None) -> list[float]:
+        out, epoch = [], 0
+        while True:  # BaseTrainer._do_train's epoch loop, batches aside
+            t.epoch = epoch
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t.scheduler.step()
+            out.append(t.optimizer.param_groups[0]["lr"])
+            if ctl is not None:
+                ctl.epoch_end(t)
+            if epoch + 1 >= t.epochs:
+                return out
+            epoch += 1
+
+    (tmp_path / "progress").mkdir()
+    (tmp_path / PLAN).write_text(json.dumps({"epochs": 4}))
+    ctl = Control(tmp_path, "run", {"budget": {"batch": 4}, "report_s": 1, "print_s": 1, "deadline": time.time() + 60})
+    ctl.state["steps_per_epoch"] = 10
+    planned = lrs(trainer(100), ctl)
+    assert planned == pytest.approx(lrs(trainer(4))) and len(planned) == 4
+    assert planned[1] < planned[0] and planned != pytest.approx(lrs(trainer(100))[:4])

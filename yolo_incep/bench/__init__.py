@@ -9,7 +9,8 @@ with intervals (`yolo-incep bench`), and the timed GPU sitting that trains a gri
                    network blocks
     resources.py   what this machine reports now, and the plan of runs, threads, loader workers and caches from it
     supervisor.py  processes of one sitting: started, streamed, bounded, stopped, found again after a crash
-    sitting.py     the GPU sitting: speed measurement, calibration, one step count for all, outputs as they happen
+    steps.py       one step count for runs side by side: progress reports, timing, the plan, trainer callbacks
+    sitting.py     the GPU sitting: speed measurement, timing, the plan, bounds, outputs as they happen
     worker.py      one run of the sitting in its own process
     gpu_speed.py   training and inference speed ratios on the GPU (the sitting's first minutes)
 """

@@ -67,7 +67,7 @@ wrapt xarray xxhash yarl zipp
 """.split()),
     # pure Python but pycocotools, which needs its cp312 manylinux wheel. polars, which Ultralytics imports at every
     # checkpoint save, is not here on purpose: its wheel (54 MB) cannot travel beside the data, and the sitting's
-    # trainers never reach that import (worker.py)
+    # trainers never reach that import (steps.py)
     wheels=("ultralytics==8.4.190", "ultralytics-thop==2.2.3", "ultralytics-platform==0.1.99", "pycocotools==2.0.11"),
 )
 

@@ -9,7 +9,7 @@ are prepared; then the runs train at once, as separate processes sharing the GPU
 many as the machine's cores, memory and GPU memory allow (resources.py). Nobody knows beforehand how many steps fit,
 so the parent times every run in its first epoch, after which it fixes one number of epochs for all that the
 slowest run finishes with a margin; each run re-plans its learning-rate schedule for that length and stops at its
-end (worker.py). Every wait is bounded: a run without its first step, or without a step for long, is stopped and
+end (steps.py). Every wait is bounded: a run without its first step, or without a step for long, is stopped and
 named with the tail of its log, and the others go on; at the deadline whatever still runs is stopped.
 
 From its first second the sitting writes into --out: log.txt (appended as things happen: the parent's lines and
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 import signal
 import sys
@@ -42,7 +41,7 @@ from . import machine, resources
 from .gpu_speed import PAIRS
 from .grids import GridArm, arm_record, run_name, runs_of
 from .supervisor import Job, Supervisor, TextLog
-from .worker import PLAN, read_progress
+from .steps import PLAN, Timing, read_progress
 
 OUT_FILES = ("log.txt", "bench.json", "kept_runs.zip", "gpu_speed.json")  # at most LENT.files_back come back
 
@@ -136,6 +135,7 @@ class _Sitting:
         self.sup = Supervisor(ws.root / "sitting.pids", self.log,
                               stream_limit=machine.LENT.file_bytes // (4 * max(1, len(self.runs))))
         self.plan: dict = {}
+        self.timing = Timing(self.sitting.calibration_skip, self.sitting.calibration_s, self.sitting.plan_margin)
         self.reasons: dict[str, tuple[str, str]] = {}  # (status, why) of the runs the parent stopped
         self.finished: set[str] = set()
         (self.out / "kept_runs.zip").unlink(missing_ok=True)  # an earlier sitting's runs are not this one's
@@ -245,7 +245,6 @@ class _Sitting:
         """Watch the runs until each has finished or been stopped: time them, plan, enforce every bound."""
         s = self.sitting
         last_status = 0.0
-        calibration: dict = {}
         while True:
             self.sup.stream()
             for name in [n for n in self.sup.jobs if n in self.runs and n not in self.finished]:
@@ -264,7 +263,7 @@ class _Sitting:
                 elif g.get("state") == "train" and now - g.get("seen", now) > s.stall_s:
                     self._stop([name], f"no new step for {s.stall_s:g} s (at step {g.get('step', 0)})")
             if not self.plan:
-                self._calibrate(calibration, {n: g for n, g in progress.items() if n not in self.finished})
+                self._plan({n: g for n, g in progress.items() if n not in self.finished})
             if now > self.deadline - s.pack_s:
                 self._stop([n for n in self.runs if n not in self.finished],
                            f"still running at the sitting's end ({s.minutes:g} min)", "stopped")
@@ -276,40 +275,18 @@ class _Sitting:
                 self.status.write(seconds=self.elapsed())
             time.sleep(s.poll_s)
 
-    def _calibrate(self, cal: dict, progress: dict) -> None:
-        """Time every live run over the same stretch of their first epoch, then fix the epochs for all."""
-        s = self.sitting
-        if not progress:
+    def _plan(self, progress: dict) -> None:
+        """Once every live run is timed, fix the epochs for all and tell them (PLAN)."""
+        s, now = self.sitting, time.time()
+        plan = self.timing.plan(progress, self.deadline - s.reserve_s - now, self.ws.budget.epochs, now)
+        if plan is None:
             return
-        now = time.time()
-        waiting = {n for n, g in progress.items() if g.get("state") == "waiting"}
-        if "start" not in cal:
-            if all(g.get("step", 0) >= s.calibration_skip or n in waiting for n, g in progress.items()):
-                cal["start"] = now
-                cal["from"] = {n: (g["step"], g["t"]) for n, g in progress.items()}
-            return
-        ready = all(n in waiting or g.get("step", 0) >= cal["from"].get(n, (0, 0))[0] + 2
-                    for n, g in progress.items())
-        if now - cal["start"] < s.calibration_s or not ready:
-            return
-        step_s = {}
-        for n, g in progress.items():
-            s0, t0 = cal["from"].get(n, (0, g.get("t0", g["t"])))
-            if g["step"] - s0 >= 2:
-                step_s[n] = (g["t"] - t0) / (g["step"] - s0)
-            else:  # it reached the end of its epoch before the timing began: its whole first epoch
-                step_s[n] = (g["t"] - g["t0"]) / g["step"]
-        nb = max(g["steps_per_epoch"] for g in progress.values())
-        left = (self.deadline - s.reserve_s - now) * s.plan_margin
-        fits = min(g["step"] + left / max(step_s[n], 1e-6) for n, g in progress.items())
-        epochs = max(1, min(self.ws.budget.epochs, math.floor(fits / nb)))
-        self.plan = {"epochs": epochs, "steps": epochs * nb, "steps_per_epoch": nb,
-                     "step_s": {n: round(v, 3) for n, v in step_s.items()}, "planned_at_s": self.elapsed(),
-                     "train_by_s": round(self.deadline - s.reserve_s - self.t0, 1)}
+        self.plan = plan | {"planned_at_s": self.elapsed(), "train_by_s": round(self.deadline - s.reserve_s - self.t0,
+                                                                                 1)}
         atomic_write_bytes(self.control / PLAN, json.dumps(self.plan))
-        slowest = max(step_s, key=step_s.get)
-        self.log(f"plan: slowest run {slowest} at {step_s[slowest]:.2f} s a step -> {epochs} epoch(s), "
-                 f"{epochs * nb} steps for every run")
+        slowest = max(plan["step_s"], key=plan["step_s"].get)
+        self.log(f"plan: slowest run {slowest} at {plan['step_s'][slowest]:.2f} s a step -> {plan['epochs']} "
+                 f"epoch(s), {plan['steps']} steps for every run")
         self.status.write(plan=self.plan)
 
     def _stop(self, names: list[str], reason: str, status: str = "failed") -> None:
