@@ -54,7 +54,7 @@ class Control:
     def __init__(self, control: Path, name: str, config: dict):
         self.control, self.name, self.config = control, name, config
         self.batch = config["budget"]["batch"]
-        self.step, self.t_step, self.t1 = 0, 0.0, None
+        self.step, self.t_step = 0, 0.0
         self.written = self.printed = 0.0
         self.gpu_peak_gib = None
         self.faults = {kind: int(step) for kind, run, step in
@@ -101,10 +101,8 @@ class Control:
     def batch_end(self, trainer) -> None:
         self.step += 1  # nbs == batch: one optimizer step per batch
         self.t_step = now = time.time()
-        if self.step == 1:
-            self.t1 = now
         if self.step == 1 or now - self.written >= self.config["report_s"] or self.step == self.faults.get("hang"):
-            self.report(step=self.step, t=now, t1=self.t1)
+            self.report(step=self.step, t=now)
         if self.faults.get("kill") == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
         if self.faults.get("hang") == self.step:
@@ -122,7 +120,7 @@ class Control:
 
             self.gpu_peak_gib = round(torch.cuda.max_memory_reserved(trainer.device) / 2**30, 2)
         if trainer.epoch == 0:
-            self.report(state="waiting", step=self.step, t=self.t_step, t1=self.t1, gpu_peak_gib=self.gpu_peak_gib)
+            self.report(state="waiting", step=self.step, t=self.t_step, gpu_peak_gib=self.gpu_peak_gib)
             epochs = self._wait_for_plan()
             if epochs != trainer.epochs:  # as Ultralytics re-plans for `time=`: a new schedule over the new length
                 trainer.epochs = trainer.args.epochs = epochs
