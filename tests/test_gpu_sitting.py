@@ -88,6 +88,7 @@ def kept(out: Path) -> set[str]:
 @pytest.mark.slow
 def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sample, tmp_path, fresh_env):
     work, out = tmp_path / "work", tmp_path / "out"
+    scratch = ("--work", str(tmp_path / "report-work"))  # the report's, beside the test's other folders
     t = time.monotonic()
     # (d) SIGKILL of every process of the sitting while the runs train: the files say how far it got
     proc = start(fresh_env, sample, work, out, *PAIR)
@@ -101,7 +102,7 @@ def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sam
     assert {r["status"] for r in state["runs"]} <= {"starting", "train", "waiting", "finishing"}
     assert "plan: slowest run" in (out / "log.txt").read_text()
     assert not (out / "kept_runs.zip").exists()  # no run had finished: nothing to report
-    rc = cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(tmp_path / "none")])
+    rc = cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(tmp_path / "none"), *scratch])
     assert rc == 2 and not (tmp_path / "none" / "report.json").exists()
 
     # the rerun into the same folders: the whole rehearsal, the speed measurement first
@@ -130,17 +131,18 @@ def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sam
 
     # the report, from the files alone (no checkpoint, no GPU), into a folder outside them
     for bad in (out, out / "report"):
-        assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(bad)]) == 2
+        assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(bad), *scratch]) == 2
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == files
     report_dir = tmp_path / "report"
     old = os.environ.get(SAMPLE_ENV)
     os.environ[SAMPLE_ENV] = str(sample)
     try:
-        assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(report_dir)]) == 0
+        assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(report_dir), *scratch]) == 0
         other = tmp_path / "other/runs/yolov8n-s0/done.json"  # a folder keeping another sitting's runs: refused
         other.parent.mkdir(parents=True)
         other.write_text("{}")
-        assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(tmp_path / "other")]) == 2
+        rc = cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(tmp_path / "other"), *scratch])
+        assert rc == 2
         assert other.read_text() == "{}" and not (tmp_path / "other/runs/yolov8n-incep-s0").exists()
     finally:
         os.environ.pop(SAMPLE_ENV) if old is None else os.environ.update({SAMPLE_ENV: old})
