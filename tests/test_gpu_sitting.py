@@ -60,20 +60,17 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 180) -> None:
         time.sleep(0.1)
 
 
-def sitting_processes(work: Path) -> list[psutil.Process]:
-    """Live processes of a sitting: every command line that names its scratch folder (parent, runs, speed)."""
-    found = []
-    for p in psutil.process_iter(["cmdline", "status"]):
-        if p.info["status"] != psutil.STATUS_ZOMBIE and any(str(work) in a for a in p.info["cmdline"] or ()):
-            found.append(p)
-    return found
+def sitting_processes(folder: Path) -> list[psutil.Process]:
+    """Live processes of the sittings under a test's folder: every command line naming it (parent, runs, speed)."""
+    return [p for p in psutil.process_iter(["cmdline", "status"]) if p.info["status"] != psutil.STATUS_ZOMBIE
+            and any(str(folder) in a for a in p.info["cmdline"] or ())]
 
 
-def assert_none_left(work: Path) -> None:
+def assert_none_left(folder: Path) -> None:
     end = time.monotonic() + 5
-    while sitting_processes(work) and time.monotonic() < end:
+    while sitting_processes(folder) and time.monotonic() < end:
         time.sleep(0.1)
-    assert not sitting_processes(work), [p.info["cmdline"] for p in sitting_processes(work)]
+    assert not sitting_processes(folder), [p.info["cmdline"] for p in sitting_processes(folder)]
 
 
 def runs_by_name(out: Path) -> dict[str, dict]:
@@ -93,10 +90,10 @@ def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sam
     # (d) SIGKILL of every process of the sitting while the runs train: the files say how far it got
     proc = start(fresh_env, sample, work, out, *PAIR)
     wait_for(lambda: bench_json(out).get("plan"), proc)
-    for p in [psutil.Process(proc.pid), *sitting_processes(work)]:
+    for p in sitting_processes(tmp_path):  # the parent, its runs
         p.kill()
     proc.wait()
-    assert_none_left(work)
+    assert_none_left(tmp_path)
     state = bench_json(out)
     assert state["state"] == "training" and state["plan"]["steps"] == 3 * 8
     assert {r["status"] for r in state["runs"]} <= {"starting", "train", "waiting", "finishing"}
@@ -111,7 +108,7 @@ def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sam
     seconds = time.monotonic() - t
     assert proc.returncode == 0, err[-3000:]
     assert seconds < 150, seconds
-    assert_none_left(work)
+    assert_none_left(tmp_path)
     files = sorted(p.name for p in out.rglob("*") if p.is_file())
     assert files == sorted(sitting.OUT_FILES)  # and no lock file: at most 8 files come back from the lent machine
     assert all((out / f).stat().st_size <= machine.LENT.file_bytes for f in files)
@@ -166,7 +163,7 @@ def test_a_run_killed_or_stuck_is_named_and_the_other_is_kept_complete(sample, t
     proc = start(fresh_env, sample, work, out, *PAIR, fault=fault)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err[-3000:]  # not every run was kept
-    assert_none_left(work)
+    assert_none_left(tmp_path)
     runs, bench = runs_by_name(out), bench_json(out)
     assert bench["state"] == "done" and runs["yolov8n-s0"]["status"] == "done"
     assert runs["yolov8n-s0"]["steps"] == bench["plan"]["steps"] == 3 * 8 and kept(out) == {"yolov8n-s0"}
@@ -185,7 +182,7 @@ def test_sigterm_stops_the_runs_and_writes_what_exists_within_20_seconds(sample,
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert time.monotonic() - t < 20 and proc.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert_none_left(work)
+    assert_none_left(tmp_path)
     state = bench_json(out)
     assert state["state"] == "stopped by SIGTERM"
     runs = runs_by_name(out)

@@ -1,12 +1,8 @@
-"""The lent GPU machine, in one place: what it is and holds, what it lacks and must travel as wheels, the limits of
-its lease, and the blocks that make a rehearsal on any CPU fail where that machine would.
+"""The lent GPU machine in one place: what it holds, the wheels that must travel, the limits of its lease, and the
+blocks that make a CPU rehearsal fail where that machine would (`enter()`, called first by every process of a
+sitting: under `REHEARSAL_ENV` no import of a module the machine lacks; always, no connection off the machine).
 
     python -m yolo_incep.bench.machine     # `make gpu-kit`: the wheels and the VisDrone sample into .gpu/
-
-Every process of a sitting calls `enter()` first: under `REHEARSAL_ENV` (`bench --budget gpu --rehearse` sets it)
-it refuses to import any module whose distribution is neither on the machine nor a travelling wheel (polars, sahi,
-faster-coco-eval, openvino, ...); always, an outgoing connection fails at once with a line naming it, so a sitting
-never waits out a network that drops packets, and the rehearsal's test sees any attempt.
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
-"""`yolo-incep bench --budget gpu`: the whole grid in one timed sitting on one GPU, every run with the same steps.
+"""`yolo-incep bench --budget gpu`: the whole grid in one timed sitting on one GPU, every run with the same steps
+(docs/design.md, "The GPU sitting").
 
     yolo-incep bench --budget gpu --out $OUT              # on the lent machine: at most --minutes (8.5), 4 files
     yolo-incep bench --budget gpu --from $OUT --out DIR   # with the VisDrone sample: the report with intervals
     yolo-incep bench --budget gpu --rehearse --out DIR    # here, on the CPU: the same path in about a minute
 
-First the GPU speed of the stock and Inception models is measured (gpu_speed.py, at most 2 minutes) while the data
-are prepared; then the runs train at once, as separate processes sharing the GPU and the cores (supervisor.py), as
-many as the machine's cores, memory and GPU memory allow (resources.py). Nobody knows beforehand how many steps fit,
-so the parent times every run in its first epoch, after which it fixes one number of epochs for all that the
-slowest run finishes with a margin; each run re-plans its learning-rate schedule for that length and stops at its
-end (steps.py). Every wait is bounded: a run without its first step, or without a step for long, is stopped and
-named with the tail of its log, and the others go on; at the deadline whatever still runs is stopped.
-
-From its first second the sitting writes into --out: log.txt (appended as things happen: the parent's lines and
-each run's output), bench.json (rewritten at every change: plan, each run's state and steps), kept_runs.zip (each
-run's kept files, added as it finishes) and gpu_speed.json. A kill of every process at any moment leaves files that
-say what finished; SIGTERM or SIGINT stops the runs and writes what exists within seconds; a rerun stops whatever an
-earlier sitting left running.
+The GPU speed is measured (gpu_speed.py) while the data are prepared; then the runs train at once as processes
+(supervisor.py), as many as the machine allows (resources.py), timed in their first epoch and given one number of
+epochs (steps.py). From its first second the sitting writes into --out: log.txt (as things happen), bench.json (at
+every change: plan, each run's state and steps), kept_runs.zip (each run's kept files, as it finishes) and
+gpu_speed.json.
 """
 
 from __future__ import annotations

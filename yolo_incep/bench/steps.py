@@ -1,15 +1,6 @@
-"""One number of optimizer steps for runs trained side by side, whatever their speed: what each run reports, how the
-parent times them all and fixes the epochs, and the trainer callbacks that apply it. Nothing here knows where the
-runs' data come from or how many GPUs they share (sitting.py and worker.py use it for the GPU sitting).
-
-A run reports its progress in a file the parent reads (`read_progress`): its state, its step and when it was
-reached. The parent times every run over one common stretch of their first epoch (`Timing`) and fixes one whole
-number of epochs for all, which it writes to `PLAN`. At the end of its first epoch a run waits for that plan (at
-most until the deadline) and re-plans its learning-rate schedule for it before epoch 2 begins: Ultralytics' schedule
-is per epoch and its value for epoch 1 does not depend on the length, so every run's schedule is as if the length
-had been known from the start, warm-up included (a third of an epoch, whatever the length). Ultralytics halves the
-batch of a first epoch that runs out of GPU memory and starts the epoch again; a run whose batch changed stops (its
-steps would no longer be the others'), named with why.
+"""One number of optimizer steps for runs trained side by side, whatever their speed (docs/design.md, "The GPU
+sitting"): what each run reports (`read_progress`), how the parent times them and fixes the epochs (`Timing`, written
+to `PLAN`), and the trainer callbacks that apply the plan (`Control`). Nothing here knows the runs' data or GPUs.
 
 `YOLO_INCEP_SITTING_FAULT` injects faults for the rehearsal's tests, comma-separated `KIND:RUN:STEP`: `kill` (the run
 kills itself at that step), `hang` (it stops there and never reports again), `oom` (an out-of-memory error in that
@@ -122,7 +113,8 @@ class Control:
         if trainer.epoch == 0:
             self.report(state="waiting", step=self.step, t=self.t_step, gpu_peak_gib=self.gpu_peak_gib)
             epochs = self._wait_for_plan()
-            if epochs != trainer.epochs:  # as Ultralytics re-plans for `time=`: a new schedule over the new length
+            # as Ultralytics re-plans for `time=`; epoch 1's rate (lf(0)) and the warm-up did not depend on the length
+            if epochs != trainer.epochs:
                 trainer.epochs = trainer.args.epochs = epochs
                 trainer._setup_scheduler()
                 trainer.scheduler.last_epoch = trainer.epoch

@@ -1,11 +1,7 @@
-"""Processes of one sitting: started, their output streamed into one log, stopped alone or all together, and found
-again by a rerun when their parent died.
-
-Each process starts in its own session and process group (its loader workers with it: one `killpg` stops a run
-whole, and a Ctrl-C in the parent's terminal reaches only the parent, which stops the runs in order), and on Linux
-is killed by the kernel when the parent dies, however it dies. A pid file records every process with its start time,
-so that a rerun finds whatever an earlier sitting left (on a system without the parent-death signal, or a process
-that escaped it) and stops it before it starts its own. Nothing here knows what the processes do.
+"""Processes of one sitting: started, their output streamed into one log, stopped alone or together, and found again
+by a rerun when their parent died. Each starts in its own session and process group (its loader workers with it; a
+Ctrl-C in the parent's terminal reaches only the parent), is killed by the kernel when the parent dies (Linux), and
+is recorded with its start time in a pid file. Nothing here knows what the processes do.
 """
 
 from __future__ import annotations
