@@ -1,8 +1,5 @@
-"""`bench --budget gpu`, rehearsed on the CPU through the sitting's own code path: concurrent runs with equal steps,
-files written as things happen, only the lent machine's packages, no network; the four faults a lent machine may
-meet (a run killed, a run stuck before its first epoch ends, SIGTERM to the parent, SIGKILL of every process and
-a rerun); then the report from the files alone. The data are a VisDrone-layout source made up here: no sample needed.
-"""
+"""`bench --budget gpu` rehearsed on the CPU through the sitting's own code path, on a made-up VisDrone-layout
+source: equal steps, files written as things happen, the lent machine's packages only, no network, four faults."""
 
 from __future__ import annotations
 
@@ -83,7 +80,8 @@ def kept(out: Path) -> set[str]:
 
 
 @pytest.mark.slow
-def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sample, tmp_path, fresh_env):
+def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sample, tmp_path, fresh_env,
+                                                                            monkeypatch):
     work, out = tmp_path / "work", tmp_path / "out"
     scratch = ("--work", str(tmp_path / "report-work"))  # the report's, beside the test's other folders
     t = time.monotonic()
@@ -131,18 +129,13 @@ def test_a_killed_sitting_says_how_far_it_got_and_its_rerun_gives_the_report(sam
         assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(bad), *scratch]) == 2
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == files
     report_dir = tmp_path / "report"
-    old = os.environ.get(SAMPLE_ENV)
-    os.environ[SAMPLE_ENV] = str(sample)
-    try:
-        assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(report_dir), *scratch]) == 0
-        other = tmp_path / "other/runs/yolov8n-s0/done.json"  # a folder keeping another sitting's runs: refused
-        other.parent.mkdir(parents=True)
-        other.write_text("{}")
-        rc = cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(tmp_path / "other"), *scratch])
-        assert rc == 2
-        assert other.read_text() == "{}" and not (tmp_path / "other/runs/yolov8n-incep-s0").exists()
-    finally:
-        os.environ.pop(SAMPLE_ENV) if old is None else os.environ.update({SAMPLE_ENV: old})
+    monkeypatch.setenv(SAMPLE_ENV, str(sample))
+    assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(report_dir), *scratch]) == 0
+    other = tmp_path / "other/runs/yolov8n-s0/done.json"  # a folder keeping another sitting's runs: refused
+    other.parent.mkdir(parents=True)
+    other.write_text("{}")
+    assert cli.main(["bench", "--budget", "gpu", "--from", str(out), "--out", str(other.parents[2]), *scratch]) == 2
+    assert other.read_text() == "{}" and not (tmp_path / "other/runs/yolov8n-incep-s0").exists()
     report = json.loads((report_dir / "report.json").read_text())
     assert [a["name"] for a in report["arms"]] == ["yolov8n", "yolov8n-incep"]
     assert report["arms"][1]["delta"]["AP_small@500"]["ci95"] is not None

@@ -32,9 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budget", choices=sorted(recipe.BUDGETS), default="smoke")
     parser.add_argument("--device", default=None, help="cpu, 0, cuda:0 (default: the budget's)")
     parser.add_argument("--work", type=Path, default=None,
-                        help="scratch folder: converted data, tiles, checkpoints, the comparison's inputs (default: "
-                             f"{DEFAULT_WORK}/<budget> in this folder without --out; with --out a folder named after "
-                             "it in the system's temp folder, printed at the start: --out gets only what is kept)")
+                        help="scratch folder: data, tiles, checkpoints (default: with --out, one named after it in "
+                             f"the system's temp folder, printed at the start; else {DEFAULT_WORK}/<budget>)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"report folder (default: {DEFAULT_WORK}/<budget>/report); for --budget gpu, the "
                              "folder of the sitting's files")

@@ -7,9 +7,7 @@ Inference: fused eval models in fp16 at batch 1 and 32. Each pair is timed inter
 so that both see the same clocks and load. A pair whose model YAML does not exist is listed under "skipped".
 The JSON is rewritten after every pair ("complete": false until the end), so a run cut short keeps what it measured.
 
-The GPU sitting (sitting.py) runs it first, for at most 2 minutes, while the data are prepared (estimated 1-2
-minutes on an H100 or H200 for two pairs: per pair 4 x 29 training steps of ~0.05-0.15 s at batch 64, 8 inference
-variants x 30 samples of >= 20 ms, model building and cuDNN autotuning). Alone:
+The GPU sitting runs it first, for at most 2 minutes (estimated 1-2 on an H100 or H200 for two pairs). Alone:
     python -m yolo_incep.bench.gpu_speed --device 0 --out OUT/gpu_speed.json
 Rehearsal on any CPU (seconds; same code path, tiny sizes, fp32, modules the GPU machine lacks blocked):
     python -m yolo_incep.bench.gpu_speed --rehearse --out /tmp/gpu_speed.json

@@ -184,9 +184,8 @@ def enter() -> None:
 
 
 def no_downloads(say) -> None:
-    """Skip the two checks by which Ultralytics downloads while training, saying why with `say(line)`: its AMP
-    check loads yolo26n.pt (a download) to compare fp32 and fp16 outputs, and its dataset check fetches the
-    Arial font for plots (the recipe plots nothing). Without network each would fail or hang until its timeout."""
+    """Skip Ultralytics' two downloads while training, saying why with `say(line)`: the AMP check's yolo26n.pt
+    and the dataset check's Arial font (for plots; the recipe plots nothing)."""
     import ultralytics.data.utils as data_utils
     import ultralytics.engine.trainer as trainer
 

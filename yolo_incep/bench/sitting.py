@@ -105,10 +105,8 @@ class Status:
         self.record |= fields
         atomic_write_bytes(self.path, json.dumps(self.record, indent=1))
 
-    def run(self, name: str, **fields) -> dict:
-        entry = next(r for r in self.record["runs"] if r["name"] == name)
-        entry |= fields
-        return entry
+    def run(self, name: str, **fields) -> None:
+        next(r for r in self.record["runs"] if r["name"] == name).update(fields)
 
 
 class _Sitting:
@@ -185,20 +183,19 @@ class _Sitting:
 
     def _supervise_speed(self) -> None:
         self.sup.stream()
-        if "speed" not in self.sup.jobs or self.status.record["speed"]["status"] != "running":
+        speed, job = self.status.record.get("speed", {}), self.sup.jobs.get("speed")
+        if speed.get("status") != "running":
             return
-        job = self.sup.jobs["speed"]
         rc = job.proc.poll()
         if rc is None and time.time() - job.started > self.sitting.speed_s:
-            self.sup.stop(["speed"], self.sitting.stop_s)
-            self.log(f"speed: stopped after {self.sitting.speed_s:g} s; gpu_speed.json keeps the pairs measured")
-            rc = "stopped"
-        if rc is not None:
-            state = "done" if rc == 0 else "stopped" if rc == "stopped" else f"failed (status {rc})"
-            self.status.write(speed={"status": state, "file": "gpu_speed.json", "seconds": round(time.time()
-                                                                                                  - job.started, 1)})
-            if rc not in (0, "stopped"):
-                self.log(f"speed: failed with status {rc}; its last lines:\n{self.sup.tail('speed')}")
+            self.sup.stop(["speed"], self.sitting.stop_s)  # gpu_speed.json keeps the pairs it measured
+            speed["status"] = f"stopped after {self.sitting.speed_s:g} s"
+        elif rc is not None:
+            speed["status"] = "done" if rc == 0 else f"failed (status {rc})"
+        else:
+            return
+        self.log(f"speed: {speed['status']}" + (f"; its last lines:\n{self.sup.tail('speed')}" if rc else ""))
+        self.status.write(speed=speed | {"seconds": round(time.time() - job.started, 1)})
 
     def launch(self, data: Path) -> None:
         """Plan the runs on what this machine offers, then start them."""

@@ -134,8 +134,8 @@ class Control:
 
 
 class Timing:
-    """Times the live runs over one common stretch of their first epoch (from when each has taken `skip` steps, for
-    at least `seconds` and two steps each), then fixes the epochs that the slowest finishes in the time left."""
+    """Times the live runs over one common stretch of their first epoch (once each took `skip` steps; for at least
+    `seconds` and two steps each), then fixes the epochs that the slowest finishes in the time left."""
 
     def __init__(self, skip: int, seconds: float, margin: float):
         self.skip, self.seconds, self.margin = skip, seconds, margin
