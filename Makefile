@@ -35,7 +35,7 @@ test-oldest: install
 # What the GPU machine lacks, beside the checkout in .gpu/ (git-ignored): pinned wheels and the VisDrone sample.
 # README: "Running the benchmark on a GPU machine without network".
 gpu-kit: install
-	$(BIN)/python -m yolo_incep.gpu_kit
+	$(BIN)/python -m yolo_incep.bench.machine
 
 clean:
 	rm -rf $(VENV) .oldest runs .pytest_cache

@@ -3,7 +3,7 @@
     python -m experiments.bench --budget cpu --arms yolov8n-p2 yolov8n-p2-narrowhead   # from the repository root
     python -m experiments.bench --budget study
 
-Arguments are `yolo-incep bench`'s (yolo_incep/protocol.py); this only registers the lab's arms first.
+Arguments are `yolo-incep bench`'s (yolo_incep/bench/cli.py); this only registers the lab's arms first.
 """
 
 from __future__ import annotations

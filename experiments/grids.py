@@ -1,15 +1,18 @@
 """The lab's arms of the CPU protocol: the ablation arms of the 'cpu' grid and the layer-scale 'study' grid.
 
-`register()` adds them to yolo_incep.protocol.GRIDS (register_grid); arm names are those of the kept runs in
-docs/results/, so finished runs are found and skipped. Each ablation arm is compared with stock yolov8n-p2 (versus).
+`register()` adds them to yolo_incep.bench.grids.GRIDS (register_grid), and the study's budget to the recipe's;
+arm names are those of the kept runs in docs/results/, so finished runs are found and skipped. Each ablation arm
+is compared with stock yolov8n-p2 (versus).
 """
 
 from __future__ import annotations
 
 import os
 
-from yolo_incep.protocol import GridArm, register_grid
+from yolo_incep import recipe
+from yolo_incep.bench.grids import GridArm, register_grid
 
+from . import study
 from .models import yaml_path
 
 # arm name -> (lab model, seeds), in the order they were trained; every arm faces stock P2
@@ -49,15 +52,16 @@ def ablation_arms() -> tuple[GridArm, ...]:
 
 # The layer-scale study (592 steps, seed 0), most telling arms first (a partial study still compares paper vs large
 # init): yolov8n-incep built with other MetaNeXt layer-scale inits, and with its gammas exempt from weight decay.
-STUDY = (GridArm("yolov8n", "yolov8n.yaml"),
-         GridArm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),
-         GridArm("incep-ls1", "yolov8n-incep.yaml", layer_scale=1.0),
-         GridArm("incep-ls0.1", "yolov8n-incep.yaml", layer_scale=0.1),
-         GridArm("incep-nols", "yolov8n-incep.yaml", layer_scale=None),
-         GridArm("incep-ls1e-6-nowd", "yolov8n-incep.yaml", layer_scale=1e-6, gamma_decay=False))
+STUDY = (study.StudyArm("yolov8n", "yolov8n.yaml"),
+         study.StudyArm("incep-ls1e-6", "yolov8n-incep.yaml", layer_scale=1e-6),
+         study.StudyArm("incep-ls1", "yolov8n-incep.yaml", layer_scale=1.0),
+         study.StudyArm("incep-ls0.1", "yolov8n-incep.yaml", layer_scale=0.1),
+         study.StudyArm("incep-nols", "yolov8n-incep.yaml", layer_scale=None),
+         study.StudyArm("incep-ls1e-6-nowd", "yolov8n-incep.yaml", layer_scale=1e-6, gamma_decay=False))
 
 
 def register() -> None:
-    """Add the ablation arms to the 'cpu' grid and the 'study' grid to the protocol (idempotent)."""
+    """Add the ablation arms to the 'cpu' grid, the 'study' grid and its budget to the benchmark (idempotent)."""
     register_grid("cpu", ablation_arms())
     register_grid("study", STUDY)
+    recipe.register_budget("study", study.BUDGET)

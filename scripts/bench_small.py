@@ -1,7 +1,7 @@
 #!/usr/bin/env python
-"""Small-object benchmark on the shared VisDrone sample: the same as `yolo-incep bench` (yolo_incep/protocol.py).
+"""Small-object benchmark on the shared VisDrone sample: the same as `yolo-incep bench` (yolo_incep/bench/).
 
-    python scripts/bench_small.py --budget smoke|study|cpu|gpu [--arms ...] [--sitting-minutes 9]
+    python scripts/bench_small.py --budget smoke|cpu|gpu [--arms ...] [--sitting-minutes 9]
 """
 
 import sys

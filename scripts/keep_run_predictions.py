@@ -18,7 +18,7 @@ from pathlib import Path
 from yolo_incep import recipe
 from yolo_incep.errors import InputError
 from yolo_incep.files import atomic_write_bytes
-from yolo_incep.protocol import Workspace, keep_predictions
+from yolo_incep.bench.runs import Workspace, keep_predictions
 
 
 def main(argv: list[str] | None = None) -> int:

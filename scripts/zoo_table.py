@@ -13,22 +13,10 @@ import re
 
 from ultralytics.nn.tasks import yaml_model_load
 
-from yolo_incep.plugin import MODEL_YAMLS, layer_rows, model_scale
-from yolo_incep.swap import build_stats, stock_twin
+from yolo_incep.plugin import MODEL_YAMLS, model_scale
+from yolo_incep.swap import build_stats, stock_file, stock_twin
 
 BACKBONE_MODELS = {"yolov8-inceptionnext": "yolov8n"}  # the paper's backbone: faces the stock model it feeds
-
-
-def stock_file(stem: str, twin: dict, scale: str) -> str | None:
-    """The stock Ultralytics file (with the scale letter) whose rows equal the twin's, if there is one."""
-    name = stem.replace("-incep", "", 1) + ".yaml"
-    try:
-        stock = yaml_model_load(name)
-    except FileNotFoundError:
-        return None
-    if layer_rows(stock, name) != layer_rows(twin, stem):
-        return None
-    return re.sub(r"^(yolo(?:v)?\d+)", rf"\g<1>{scale}", name[:-5]) if stock.get("scales") else name[:-5]
 
 
 def rows() -> list[tuple[str, float, float, str, float, float]]:

@@ -100,3 +100,32 @@ def random_scene(seed: int, nc: int = 3, n_images: int = 6, crowd: bool = False)
             x, y = rng.uniform(0, 500, 2)
             dets.append(det(int(rng.integers(1, nc + 1)), x, y, w, h, float(rng.uniform()), image_id))
     return make_gt(boxes, n_images, names=[f"c{i}" for i in range(nc)]), dets
+
+
+# ---- the benchmark: a VisDrone-layout source made up here, so that the GPU sitting's rehearsal needs no real sample
+
+def make_visdrone_source(root: Path, sequences: int = 5, frames: int = 4, size: tuple[int, int] = (560, 320),
+                         seed: int = 0) -> Path:
+    """`root`/VisDrone2019-DET-train with `sequences` x `frames` noisy frames of `size` (w, h) px, each with 6-14
+    small bright or dark boxes of VisDrone's 10 classes (annotation rows as VisDrone writes them); returns root."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    src = root / "VisDrone2019-DET-train"
+    (src / "images").mkdir(parents=True)
+    (src / "annotations").mkdir()
+    w, h = size
+    for s in range(sequences):
+        for f in range(frames):
+            stem = f"{s + 1:07d}_{f * 100:05d}_d_{s * frames + f:07d}"
+            image = rng.integers(60, 120, (h, w, 3), dtype=np.uint8)
+            rows = []
+            for _ in range(rng.integers(6, 15)):
+                bw, bh = (int(v) for v in rng.integers(6, 30, 2))
+                x, y = int(rng.integers(0, w - bw)), int(rng.integers(0, h - bh))
+                category = int(rng.integers(1, 11))
+                image[y:y + bh, x:x + bw] = 20 + 22 * category
+                rows.append(f"{x},{y},{bw},{bh},1,{category},0,0")
+            cv2.imwrite(str(src / "images" / f"{stem}.jpg"), image)
+            (src / "annotations" / f"{stem}.txt").write_text("\n".join(rows) + "\n")
+    return root

@@ -359,10 +359,10 @@ def test_a_second_run_into_an_output_in_use_fails_at_once(ws, run_cli, argv, tar
 
 
 def test_bench_refuses_an_arm_and_seed_another_process_trains(tmp_path, run_cli, monkeypatch):
-    from yolo_incep import protocol
+    from yolo_incep.bench import runs
 
-    monkeypatch.setattr(protocol.Workspace, "prepare", lambda self: self.root / "data.yaml")
-    monkeypatch.setattr(protocol, "train_run", lambda *a, **k: pytest.fail("trained an arm held by another process"))
+    monkeypatch.setattr(runs.Workspace, "prepare", lambda self: self.root / "data.yaml")
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: pytest.fail("trained an arm held by another process"))
     run_dir = tmp_path / "work/runs/yolov8n-s0"
     with Holder(run_dir, "path_lock") as holder:
         assert_refused(run_cli("bench", "--work", tmp_path / "work", "--out", tmp_path / "report",

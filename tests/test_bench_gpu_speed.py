@@ -1,30 +1,17 @@
-"""scripts/bench_gpu_speed.py: its CPU rehearsal writes the JSON the GPU run will (structure, positive ratios, a
-missing YAML skipped), its GPU-only precision paths run, and bad arguments end in one line with exit status 2."""
+"""yolo_incep.bench.gpu_speed (the GPU sitting's first minutes): its CPU rehearsal writes the JSON the GPU run will
+(structure, positive ratios, a missing YAML skipped), its GPU-only precision paths run, and bad arguments end in one
+line with exit status 2."""
 
-import importlib.util
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from yolo_incep.cost import fused_forward
-
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "bench_gpu_speed.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    """The script as a module (not run: importing it has no side effect)."""
-    spec = importlib.util.spec_from_file_location("bench_gpu_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+from yolo_incep.bench import gpu_speed as bench
+from yolo_incep.bench import machine
+from yolo_incep.cost import build_model, fused_forward
 
 
 def leaves(d: dict, prefix: str = "") -> dict[str, object]:
@@ -40,9 +27,10 @@ def test_rehearsal_writes_the_gpu_json(tmp_path, fresh_env):
     # a fresh interpreter, as on the GPU machine: --rehearse blocks every module that machine lacks (polars, sahi, ...)
     argv = ["--rehearse", "--out", out, "--pair", "yolov8n.yaml", "yolov8n-incep.yaml",
             "--pair", "yolov8n.yaml", "no-such-incep.yaml"]
-    proc = subprocess.run([sys.executable, SCRIPT, *argv], cwd=tmp_path, env=fresh_env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    proc = subprocess.run([sys.executable, "-m", "yolo_incep.bench.gpu_speed", *argv], cwd=tmp_path, env=fresh_env,
+                          capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert machine.NETWORK_REFUSED not in proc.stderr  # it tried no connection
     report = json.loads(out.read_text())
     assert json.loads(proc.stdout) == report  # what it prints is what it writes
     assert report["complete"] is True and report["settings"]["rehearsal"] is True
@@ -75,11 +63,11 @@ def test_rehearsal_writes_the_gpu_json(tmp_path, fresh_env):
 
 
 @pytest.mark.parametrize("name", ["yolov8n-incep.yaml", "yolo26n-incep.yaml"])
-def test_gpu_precision_paths_run(bench, name):
+def test_gpu_precision_paths_run(name):
     """The rehearsal is fp32; the GPU run trains under fp16 autocast with a live GradScaler and infers in fp16
     channels-last. Those paths, YOLO26's end-to-end loss among them, run here too (CPU supports both, slowly)."""
     torch.set_num_threads(1)
-    model = bench.build_model(name, 10)
+    model = build_model(name, 10)
     s = bench.Settings("cpu", 32, 2, (1,), 1, 1, 0, "fp16", True, False, 10, True)
     step = bench.train_step(model, s, channels_last=True)
     step(), step()  # the second step runs on the scale GradScaler updated after the first
@@ -96,14 +84,20 @@ def test_gpu_precision_paths_run(bench, name):
     (["--pair", "yolov8n.yaml", "yolov8n.yaml"], "argument --pair: yolov8n.yaml twice"),
     (["--bogus"], "unrecognized arguments: --bogus"),
 ])
-def test_bad_arguments_are_one_line(bench, capsys, argv, message):
+def test_bad_arguments_are_one_line(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         bench.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and message in err and err.count("\n") == 1, err
 
 
-def test_missing_device_is_one_line(bench, capsys):
+def test_missing_device_is_one_line(capsys, monkeypatch):
+    import socket
+
+    for name in ("connect", "connect_ex"):  # main() refuses the network in its process: restored after the test
+        monkeypatch.setattr(socket.socket, name, getattr(socket.socket, name))
+    monkeypatch.setattr(socket, "getaddrinfo", socket.getaddrinfo)
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
     assert bench.main(["--device", "99"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("bench_gpu_speed.py: error: --device 99: no such CUDA device") and err.count("\n") == 1
+    assert err.startswith(f"{bench.PROG}: error: --device 99: no such CUDA device") and err.count("\n") == 1

@@ -1,4 +1,4 @@
-"""The training recipe and the benchmark protocol: valid Ultralytics arguments, step budgets, resumable runs."""
+"""The training recipe and the benchmark grids: valid Ultralytics arguments, step budgets, resumable runs."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ import io
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import replace
 
 import pytest
 import torch
 
-from yolo_incep import cli, protocol, recipe
+from yolo_incep import cli, recipe
+from yolo_incep.bench import grids, runs
 from yolo_incep.data.prepare import find_sample
 from yolo_incep.errors import InputError
 
@@ -42,7 +44,6 @@ def test_cpu_budget_counts_optimizer_steps():
     cpu = recipe.BUDGETS["cpu"]
     assert cpu.nbs == cpu.batch  # one optimizer step per batch: Ultralytics' default nbs=64 would take a quarter
     assert recipe.optimizer_steps(4732, cpu) == 1776  # the sample's 4,732 train tiles, 6 epochs (README, docs)
-    assert recipe.optimizer_steps(4732, recipe.BUDGETS["study"]) == 592
 
 
 @pytest.mark.slow
@@ -72,7 +73,7 @@ def test_p2_variant():
 def test_every_grid_puts_the_baseline_first_and_names_models_that_resolve():
     from ultralytics.nn.tasks import yaml_model_load
 
-    for name, grid in protocol.GRIDS.items():
+    for name, grid in grids.GRIDS.items():
         assert grid[0].model == "yolov8n.yaml", name  # compare's deltas are to the first model
         assert len({a.name for a in grid}) == len(grid), name
         assert {a.versus for a in grid if a.versus} <= {a.name for a in grid}, name  # a contrast within its grid
@@ -82,23 +83,12 @@ def test_every_grid_puts_the_baseline_first_and_names_models_that_resolve():
 
 def test_the_protocol_trains_in_grid_order_and_seed_0_of_every_arm_first(monkeypatch, tmp_path):
     order = []
-    monkeypatch.setattr(protocol.Workspace, "prepare", lambda self: tmp_path / "data.yaml")
-    monkeypatch.setattr(protocol, "train_run", lambda ws, arm, seed, *a, **k: order.append((arm.name, seed)) or {})
+    monkeypatch.setattr(runs.Workspace, "prepare", lambda self: tmp_path / "data.yaml")
+    monkeypatch.setattr(runs, "train_run", lambda ws, arm, seed, *a, **k: order.append((arm.name, seed)) or {})
     argv = ["bench", "--budget", "cpu", "--arms", "yolov8n-p2", "yolov8n", "--work", tmp_path / "work",
             "--out", tmp_path / "out", "--no-compare"]
     assert cli.main([str(a) for a in argv]) == 0
     assert order == [("yolov8n", 0), ("yolov8n-p2", 0), ("yolov8n", 1), ("yolov8n-p2", 1), ("yolov8n-p2", 2)]
-
-
-def test_layer_scale_context_sets_and_restores_the_init():
-    from yolo_incep.nn.layers import MetaNeXtBlock
-
-    before = MetaNeXtBlock(16).gamma
-    with protocol.layer_scale(0.5):
-        assert torch.all(MetaNeXtBlock(16).gamma == 0.5)
-    with protocol.layer_scale(None):
-        assert MetaNeXtBlock(16).gamma is None
-    assert torch.equal(MetaNeXtBlock(16).gamma, before)
 
 
 def test_checkpoint_state(tmp_path):
@@ -119,6 +109,27 @@ def test_an_arm_or_seed_not_in_the_grid_is_a_one_line_error(argv, message):
         rc = cli.main(["bench", "--budget", "smoke", *argv])
     err = err.getvalue()
     assert rc == 2 and message in err and "Traceback" not in err
+
+
+def test_a_device_this_machine_lacks_is_refused_before_any_data_are_prepared(monkeypatch, tmp_path):
+    monkeypatch.setattr(runs.Workspace, "prepare", lambda self: pytest.fail("prepared data for a missing device"))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = cli.main(["bench", "--budget", "cpu", "--device", "cuda:3", "--out", str(tmp_path / "out")])
+    assert rc == 2 and err.getvalue().count("\n") == 1, err.getvalue()
+    assert "--device cuda:3: no such device on this machine" in err.getvalue()
+    assert not (tmp_path / "out").exists()
+
+
+def test_with_out_and_no_work_the_scratch_is_not_in_the_working_folder(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    roots = []
+    monkeypatch.setattr(runs.Workspace, "prepare", lambda self: roots.append(self.root) or self.root / "data.yaml")
+    monkeypatch.setattr(runs, "train_run", lambda *a, **k: {})
+    assert cli.main(["bench", "--budget", "smoke", "--out", "report", "--no-compare"]) == 0
+    assert not (tmp_path / "runs").exists() and str(roots[0]).startswith(tempfile.gettempdir())
+    assert cli.main(["bench", "--budget", "smoke", "--out", "report", "--no-compare"]) == 0
+    assert roots[1] == roots[0]  # the same --out resumes in the same scratch
 
 
 @pytest.mark.parametrize("value, expected", [("", None), ("1", 1), ("3", 3)])
@@ -156,7 +167,7 @@ def test_smoke_grid_trains_resumes_and_compares(tmp_path):
 # fp16 rounding of the MLP weights moves the branch by ~5e-4 of its size; the paper's 1e-6 is below fp16's smallest
 # normal number (6.1e-5), so the subnormal gamma itself is rounded by up to ~1.3 % (still only 1e-8 absolute).
 @pytest.mark.parametrize("init, bound", [("default", None), (1e-6, 2e-2), (1.0, 1e-3)])
-def test_fp16_checkpoint_round_trip_keeps_what_blocks_compute(tmp_path, init, bound):
+def test_fp16_checkpoint_round_trip_keeps_what_blocks_compute(tmp_path, monkeypatch, init, bound):
     import copy
 
     from ultralytics.nn.tasks import DetectionModel, load_checkpoint
@@ -164,8 +175,9 @@ def test_fp16_checkpoint_round_trip_keeps_what_blocks_compute(tmp_path, init, bo
     from yolo_incep.nn.layers import MetaNeXtBlock
 
     torch.manual_seed(0)
-    with protocol.layer_scale(init):
-        model = DetectionModel("yolov8n-incep.yaml", verbose=False).eval()
+    if init != "default":
+        monkeypatch.setattr(MetaNeXtBlock, "ls_init_default", init)
+    model = DetectionModel("yolov8n-incep.yaml", verbose=False).eval()
     if bound is None:
         gamma = next(m for m in model.modules() if isinstance(m, MetaNeXtBlock)).gamma
         bound = 1e-3 if gamma is None or gamma.abs().min() >= 6.2e-5 else 2e-2

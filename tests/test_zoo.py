@@ -117,12 +117,9 @@ def test_trains_one_epoch_through_the_stock_cli(model, synthetic_data, fresh_env
 
 
 def test_the_zoo_table_names_a_stock_file_only_where_it_equals_the_twin_row_for_row():
-    import importlib.util
+    from yolo_incep.swap import stock_file
 
-    spec = importlib.util.spec_from_file_location("zoo_table", Path(__file__).parents[1] / "scripts" / "zoo_table.py")
-    zoo_table = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(zoo_table)
     twin = stock_twin(yaml_model_load(MODEL_YAMLS / "yolov8-incep-p2.yaml"))
-    assert zoo_table.stock_file("yolov8-incep-p2", twin, "n") == "yolov8n-p2"  # the product P2 = yolov8-p2 + blocks
-    assert zoo_table.stock_file("yolov8-incep", twin, "n") is None  # yolov8.yaml has other rows than this twin
-    assert zoo_table.stock_file("yolo11-incep-p2", twin, "n") is None  # Ultralytics ships no yolo11-p2
+    assert stock_file("yolov8-incep-p2", twin, "n") == "yolov8n-p2"  # the product P2 = yolov8-p2 + blocks
+    assert stock_file("yolov8-incep", twin, "n") is None  # yolov8.yaml has other rows than this twin
+    assert stock_file("yolo11-incep-p2", twin, "n") is None  # Ultralytics ships no yolo11-p2

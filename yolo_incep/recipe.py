@@ -1,7 +1,7 @@
 """The small-object training recipe: budgets counted in optimizer steps, shared augmentation, trainer callbacks.
 
 One owner for how yolo-incep trains on VisDrone-like data; `scripts/train_visdrone.py` (train your own models)
-and `yolo_incep.protocol` (the benchmark grid) both build their Ultralytics `train()` arguments here.
+and `yolo_incep.bench` (the benchmark) both build their Ultralytics `train()` arguments here.
 """
 
 from __future__ import annotations
@@ -52,17 +52,23 @@ BUDGETS = {
     "cpu": Budget(imgsz=320, epochs=6, batch=16, fraction=1.0, nbs=16, optimizer="AdamW", lr0=0.001, warmup_epochs=0.34,
                   close_mosaic=1, workers=0, device="cpu", amp=False, cache="ram", tile=320, compare_imgsz=1536,
                   slice=320),
-    # Layer-scale study: the cpu budget cut to 2 epochs (592 steps), no sliced row.
-    "study": Budget(imgsz=320, epochs=2, batch=16, fraction=1.0, nbs=16, optimizer="AdamW", lr0=0.001, warmup_epochs=0.34,
-                    close_mosaic=0, workers=0, device="cpu", amp=False, cache="ram", tile=320, compare_imgsz=1536,
-                    slice=0),
-    # One GPU, one sitting (sprint.py): the cpu budget's data, recipe and evaluation, with batches of 32 and as many
-    # epochs as the sitting's first epoch shows will fit (at most 100); every run of the grid gets the same number.
-    # No sliced row: the GPU machine has no SAHI.
+    # One GPU, one sitting (bench/sitting.py): the cpu budget's data, recipe and evaluation, with batches of 32 and
+    # as many epochs as the timing of the sitting's first epoch shows will fit (at most 100); every run of the grid
+    # gets the same number. No sliced row: the GPU machine has no SAHI. (The lab adds its own budgets:
+    # register_budget.)
     "gpu": Budget(imgsz=320, epochs=100, batch=32, fraction=1.0, nbs=32, optimizer="AdamW", lr0=0.001,
                   warmup_epochs=0.34, close_mosaic=2, workers=1, device="0", amp=True, cache="ram", tile=320,
                   compare_imgsz=1536, slice=0),
 }
+
+
+def register_budget(name: str, budget: Budget) -> None:
+    """Add a budget (how experiments/ adds its study's); the same again does nothing, another under a taken name is an
+    error."""
+    if BUDGETS.get(name, budget) != budget:
+        raise ValueError(f"register_budget: {name!r} is taken by another budget: {BUDGETS[name]}")
+    BUDGETS[name] = budget
+
 
 RECIPE = {
     "mosaic": 1.0,  # four tiles per sample: more small objects per batch and varied context

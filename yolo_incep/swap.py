@@ -118,6 +118,23 @@ def stock_twin(d: dict) -> dict:
     return twin
 
 
+def stock_file(stem: str, twin: dict, scale: str) -> str | None:
+    """The stock Ultralytics file (with the scale letter) whose rows equal the twin's of zoo YAML `stem`, if there is
+    one (the zoo table's counterpart column)."""
+    from ultralytics.nn.tasks import yaml_model_load
+
+    from .plugin import layer_rows
+
+    name = stem.replace("-incep", "", 1) + ".yaml"
+    try:
+        stock = yaml_model_load(name)
+    except FileNotFoundError:
+        return None
+    if layer_rows(stock, name) != layer_rows(twin, stem):
+        return None
+    return re.sub(r"^(yolo(?:v)?\d+)", rf"\g<1>{scale}", name[:-5]) if stock.get("scales") else name[:-5]
+
+
 def scale_first(d: dict, scale: str) -> dict:
     """`d` with `scale` moved to the front of `scales`, so a name without a scale letter builds at it."""
     scales = d.get("scales")

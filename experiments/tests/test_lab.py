@@ -3,6 +3,8 @@ checkpoints load, and its arms join the protocol's grids. Not part of `make test
 (or `make test-lab`)."""
 
 import copy
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,12 +12,15 @@ from torch import nn
 from ultralytics.nn.modules import Detect
 from ultralytics.nn.tasks import DetectionModel, torch_safe_load
 
-from experiments import grids, heads, models
+from experiments import grids, heads, models, study
 from experiments.bench import main as bench_main
 from tests.helpers import randomize_norms
-from yolo_incep import protocol
+from yolo_incep import recipe
+from yolo_incep.bench import grids as bench_grids
 from yolo_incep.nn import DetectIncep, InceptionDWConv2d
 from yolo_incep.plugin import layer_classes, register_layers
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # parameters at n of the YAMLs the kept runs were trained from (model_yamls/ before the lab moved out, git history)
 PARAMS_N = {
@@ -152,20 +157,48 @@ def test_registered_heads_parse_and_a_taken_name_is_refused():
 
 
 def test_the_lab_arms_join_the_cpu_grid_once_and_the_study_grid(monkeypatch):
-    monkeypatch.setattr(protocol, "GRIDS", copy.deepcopy(protocol.GRIDS))
-    main = [a.name for a in protocol.GRIDS["cpu"]]
+    monkeypatch.setattr(bench_grids, "GRIDS", copy.deepcopy(bench_grids.GRIDS))
+    monkeypatch.setattr(recipe, "BUDGETS", dict(recipe.BUDGETS))
+    main = [a.name for a in bench_grids.GRIDS["cpu"]]
     grids.register()
     grids.register()  # idempotent
-    cpu = protocol.GRIDS["cpu"]
+    cpu = bench_grids.GRIDS["cpu"]
     assert [a.name for a in cpu[:len(main)]] == main and len(cpu) == len(main) + len(grids.ABLATIONS)
     assert all(a.versus == "yolov8n-p2" and models.OUT.name in a.model for a in cpu[len(main):])
-    assert protocol.GRIDS["study"][0].model == "yolov8n.yaml"
+    assert bench_grids.GRIDS["study"][0].model == "yolov8n.yaml"
     with pytest.raises(ValueError, match="yolov8n-p2-incephead"):
-        protocol.register_grid("cpu", [protocol.GridArm("yolov8n-p2-incephead", "other.yaml")])
+        bench_grids.register_grid("cpu", [bench_grids.GridArm("yolov8n-p2-incephead", "other.yaml")])
+    assert recipe.optimizer_steps(4732, recipe.BUDGETS["study"]) == 592  # the sample's train tiles, 2 epochs
+    with pytest.raises(ValueError, match="study"):
+        recipe.register_budget("study", recipe.BUDGETS["cpu"])
+
+
+def test_the_study_budget_is_the_cpu_budget_cut_to_two_epochs_as_its_kept_runs_record():
+    kept = json.loads((ROOT / "docs/results/bench_small_study/bench.json").read_text())["settings"]
+    assert recipe.budget_dict(study.BUDGET) == kept
+
+
+def test_layer_scale_context_sets_and_restores_the_init():
+    from yolo_incep.nn.layers import MetaNeXtBlock
+
+    before = MetaNeXtBlock(16).gamma
+    with study.layer_scale(0.5):
+        assert torch.all(MetaNeXtBlock(16).gamma == 0.5)
+    with study.layer_scale(None):
+        assert MetaNeXtBlock(16).gamma is None
+    assert torch.equal(MetaNeXtBlock(16).gamma, before)
+
+
+def test_a_study_arm_records_its_settings_and_a_plain_arm_none():
+    arm = study.StudyArm("incep-ls1e-6-nowd", "yolov8n-incep.yaml", layer_scale=1e-6, gamma_decay=False)
+    assert arm.settings() == {"layer_scale": 1e-6, "gamma_decay": False} and not arm.resumable()
+    assert bench_grids.arm_from(bench_grids.arm_record(arm)) == arm  # as the GPU sitting's workers rebuild it
+    assert bench_grids.GridArm("yolov8n", "yolov8n.yaml").settings() == {}
 
 
 def test_the_lab_bench_refuses_an_unknown_arm_in_one_line(monkeypatch, capsys):
-    monkeypatch.setattr(protocol, "GRIDS", copy.deepcopy(protocol.GRIDS))
+    monkeypatch.setattr(bench_grids, "GRIDS", copy.deepcopy(bench_grids.GRIDS))
+    monkeypatch.setattr(recipe, "BUDGETS", dict(recipe.BUDGETS))
     assert bench_main(["--budget", "cpu", "--arms", "nope"]) == 2
     err = capsys.readouterr().err
     assert "nope" in err and "yolov8n-p2-narrowhead" in err and "Traceback" not in err

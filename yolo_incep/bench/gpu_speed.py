@@ -7,19 +7,16 @@ Inference: fused eval models in fp16 at batch 1 and 32. Each pair is timed inter
 so that both see the same clocks and load. A pair whose model YAML does not exist is listed under "skipped".
 The JSON is rewritten after every pair ("complete": false until the end), so a run cut short keeps what it measured.
 
-GPU machine (estimated 1-2 minutes on an H200 for two pairs: per pair 4 x 29 training steps of ~0.05-0.15 s at batch
-64, 8 inference variants x 30 samples of >= 20 ms, model building and cuDNN autotuning; under 3 minutes even if
-Inception steps run 3x slower than guessed):
-    timeout 170 python scripts/bench_gpu_speed.py --device 0 --out OUT/gpu_speed.json
+The GPU sitting runs it first, for at most 2 minutes (estimated 1-2 on an H100 or H200 for two pairs). Alone:
+    python -m yolo_incep.bench.gpu_speed --device 0 --out OUT/gpu_speed.json
 Rehearsal on any CPU (seconds; same code path, tiny sizes, fp32, modules the GPU machine lacks blocked):
-    python scripts/bench_gpu_speed.py --rehearse --out /tmp/gpu_speed.json
+    python -m yolo_incep.bench.gpu_speed --rehearse --out /tmp/gpu_speed.json
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import json
 import logging
 import os
@@ -29,19 +26,16 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
+from ..errors import InputError, one_line
+from ..files import atomic_write_bytes
+from . import machine
 
-if importlib.util.find_spec("yolo_incep") is None:  # a bare checkout (no `pip install -e .`) works too
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from yolo_incep import gpu_kit  # noqa: E402
-from yolo_incep.cost import build_model, emit_json, fused_forward, interleaved_medians, model_cost  # noqa: E402
-from yolo_incep.errors import InputError, one_line  # noqa: E402
-from yolo_incep.files import atomic_write_bytes  # noqa: E402
+PROG = "python -m yolo_incep.bench.gpu_speed"
 
 PAIRS = [("yolov8n.yaml", "yolov8n-incep.yaml"), ("yolo26n.yaml", "yolo26n-incep.yaml")]
 FORMATS = ("contiguous", "channels_last")
-AMP = {"fp16": torch.float16, "bf16": torch.bfloat16}
+AMP = {"fp16": "float16", "bf16": "bfloat16"}  # torch's dtype names. torch is imported only inside functions: under
+# --rehearse the import block must be in place before it (torch imports optional modules it finds, pydot, ...)
 
 
 @dataclass(frozen=True)
@@ -78,7 +72,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = Parser(prog="bench_gpu_speed.py", description=__doc__.splitlines()[0])
+    parser = Parser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="0", help="CUDA index or cpu (default 0)")
     parser.add_argument("--imgsz", type=positive, default=640)
     parser.add_argument("--batch", type=positive, default=64, help="training batch (default 64)")
@@ -94,6 +88,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pair", nargs=2, action="append", metavar=("STOCK", "INCEP"),
                         help="a stock and an Inception model YAML (repeatable; default: yolov8n and yolo26n pairs)")
     parser.add_argument("--out", type=Path, help="also write the JSON here (atomically, after every pair)")
+    parser.add_argument("--quiet", action="store_true", help="write the JSON to --out only, not also to stdout")
     parser.add_argument("--rehearse", action="store_true", help="CPU (1 thread), imgsz 32, batch 2, inference "
                         "batches 1 2, 1 step/rep, no warm-up, fp32, modules the GPU machine lacks blocked: checks "
                         "the code path in seconds")
@@ -109,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    import torch
+
     if args.rehearse:
         torch.set_num_threads(1)  # a loaded shared CPU: threads that spin waiting for a descheduled peer crawl
         return Settings("cpu", 32, 2, (1, 2), 1, 1, 0, None, False, args.deterministic, args.nc, True)
@@ -120,6 +117,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def select(device: str) -> str:
     """'0' -> 'cuda:0', 'cpu' -> 'cpu'; a device this machine lacks is an InputError."""
+    import torch
+
     name = "cpu" if device == "cpu" else f"cuda:{device}" if device.isdigit() else device
     try:
         dev = torch.device(name)
@@ -135,6 +134,8 @@ def select(device: str) -> str:
 def synthetic_batch(batch: int, imgsz: int, nc: int, device: torch.device, boxes: int = 8) -> dict:
     """A training batch as Ultralytics' collate makes it: images in [0, 1], and per box its image index, class and
     normalized xywh; `boxes` mid-sized random boxes per image (the assigner's work grows with them)."""
+    import torch
+
     g = torch.Generator().manual_seed(0)
     n = boxes * batch
     xy, wh = torch.rand(n, 2, generator=g) * 0.6 + 0.2, torch.rand(n, 2, generator=g) * 0.15 + 0.02
@@ -146,6 +147,8 @@ def synthetic_batch(batch: int, imgsz: int, nc: int, device: torch.device, boxes
 
 def train_step(model, s: Settings, channels_last: bool):
     """One optimizer step of Ultralytics' trainer (BaseTrainer's forward/backward and optimizer_step), data aside."""
+    import torch
+
     from ultralytics.cfg import get_cfg
     from ultralytics.utils.torch_utils import ModelEMA
 
@@ -160,7 +163,8 @@ def train_step(model, s: Settings, channels_last: bool):
     data = synthetic_batch(s.train_batch, s.imgsz, s.nc, device)
 
     def run():
-        with torch.autocast(device.type, dtype=AMP.get(s.amp), enabled=s.amp is not None):
+        with torch.autocast(device.type, dtype=getattr(torch, AMP[s.amp]) if s.amp else None,
+                            enabled=s.amp is not None):
             loss, _ = model.loss(data)
         scaler.scale(loss.sum()).backward()
         scaler.unscale_(opt)
@@ -175,6 +179,10 @@ def train_step(model, s: Settings, channels_last: bool):
 
 def timed(fns: dict, reps: int, s: Settings) -> dict[str, float]:
     """Median seconds per call of each variant, interleaved, after `s.warmup` untimed calls of each."""
+    import torch
+
+    from ..cost import interleaved_medians
+
     device = torch.device(s.device)
     for fn in fns.values():
         for _ in range(s.warmup):
@@ -184,6 +192,8 @@ def timed(fns: dict, reps: int, s: Settings) -> dict[str, float]:
 
 def peak_gib(fn, s: Settings) -> float | None:
     """Peak GPU memory of one call (what concurrent training processes sharing the GPU must fit in); None on CPU."""
+    import torch
+
     if not s.device.startswith("cuda"):
         return None
     torch.cuda.synchronize(s.device)
@@ -213,6 +223,10 @@ def best(per_format: dict[str, float], key=min) -> dict:
 def bench_pair(models: dict, s: Settings) -> tuple[dict, dict]:
     """Absolute figures per model and incep/stock ratios of one pair {stock: model, incep: model}, timed
     interleaved."""
+    import torch
+
+    from ..cost import fused_forward, model_cost
+
     stock_name, incep_name = models
     figures = {}
     for name, m in models.items():
@@ -239,6 +253,8 @@ def bench_pair(models: dict, s: Settings) -> tuple[dict, dict]:
 
 def build_pair(names: tuple[str, str], nc: int) -> tuple[dict, list[str]]:
     """The pair's models by name, and why any could not be built (a missing YAML skips the pair, it is no error)."""
+    from ..cost import build_model
+
     models, missing = {}, []
     for name in names:
         try:
@@ -249,11 +265,13 @@ def build_pair(names: tuple[str, str], nc: int) -> tuple[dict, list[str]]:
 
 
 def header(s: Settings) -> dict:
+    import torch
+
     import ultralytics
 
     cuda = s.device.startswith("cuda")
     return {
-        "script": "scripts/bench_gpu_speed.py",
+        "module": "yolo_incep.bench.gpu_speed",
         "device": f"{s.device} ({torch.cuda.get_device_name(s.device)})" if cuda
         else f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)",
         "torch": torch.__version__, "cuda": torch.version.cuda if cuda else None,
@@ -272,6 +290,8 @@ def header(s: Settings) -> dict:
 
 
 def run(s: Settings, pairs: list[tuple[str, str]], out: Path | None) -> dict:
+    import torch
+
     start = time.perf_counter()
     if s.deterministic:
         from ultralytics.utils.torch_utils import init_seeds
@@ -300,9 +320,11 @@ def run(s: Settings, pairs: list[tuple[str, str]], out: Path | None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.rehearse:  # from here on, a module the GPU machine lacks fails the rehearsal, not the GPU minutes
-        os.environ[gpu_kit.BLOCK_ENV] = "1"
-        gpu_kit.block_if_rehearsing()
-    from yolo_incep.plugin import install
+        os.environ[machine.REHEARSAL_ENV] = "1"
+    machine.enter()
+    os.environ.setdefault("YOLO_OFFLINE", "1")  # nothing here downloads: Ultralytics' online checks would only wait
+    from ..cost import emit_json
+    from ..plugin import install
 
     install()  # our layers for the model parser, also where no yolo_incep.pth runs at start-up (a bare checkout)
     from ultralytics.utils import LOGGER
@@ -312,9 +334,13 @@ def main(argv: list[str] | None = None) -> int:
             handler.setStream(sys.stderr)
     try:
         s = settings_from(args)
-        emit_json(run(s, [tuple(p) for p in args.pair or PAIRS], args.out), args.out)
+        report = run(s, [tuple(p) for p in args.pair or PAIRS], args.out)
+        if args.quiet and args.out:
+            atomic_write_bytes(args.out, json.dumps(report, indent=1) + "\n")
+        else:
+            emit_json(report, args.out)
     except InputError as e:
-        print(f"bench_gpu_speed.py: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     return 0
 
