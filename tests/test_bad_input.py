@@ -217,7 +217,7 @@ def test_dataset_yamls_are_found_by_name_and_ultralytics_own_stay_its_own():
     from ultralytics.data import utils
 
     from yolo_incep.data.yolo import read_data_yaml
-    from yolo_incep.plugin import DATASET_YAMLS
+    from yolo_incep.dataset_names import DATASET_YAMLS
 
     for name in ("VisDrone2019-DET.yaml", "visdrone-sample.yaml"):
         assert Path(utils.check_file(name)) == DATASET_YAMLS / name

@@ -26,7 +26,7 @@ def test_the_wheel_in_a_clean_environment_has_its_licence_and_dataset_yamls(tmp_
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
                               str(wheel)], capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
-    code = ("import sysconfig; from pathlib import Path; from yolo_incep.plugin import resolve_dataset_yaml; "
+    code = ("import sysconfig; from pathlib import Path; from yolo_incep.dataset_names import resolve_dataset_yaml; "
             "site = Path(sysconfig.get_paths()['purelib']); "
             "print(*sorted(str(p.relative_to(site)) for p in site.glob('yolo_incep*/**/LICENSE')), sep='\\n'); "
             "print(Path(resolve_dataset_yaml('visdrone-sample.yaml')).relative_to(site)); "

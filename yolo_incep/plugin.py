@@ -23,7 +23,6 @@ from .errors import InputError
 SUPPORTED_RANGE = ((8, 4, 0), (8, 5, 0))  # [lowest tested, first untested): `make test` and `make test-oldest`
 SUPPORTED_TEXT = "ultralytics>=8.4.0,<8.5.0"
 MODEL_YAMLS = Path(__file__).resolve().parent / "model_yamls"  # a link to the checkout's model_yamls/, a copy in wheels
-DATASET_YAMLS = Path(__file__).resolve().parent / "datasets"  # the same for datasets/
 _lock = threading.RLock()  # parse_model rebinds module globals of ultralytics.nn.tasks while it runs
 _registered: dict[str, type] = {}  # layers from outside the package (register_layers), by name
 
@@ -126,15 +125,6 @@ def resolve_model_yaml(path):
         if (MODEL_YAMLS / name).is_file():
             return MODEL_YAMLS / p.name  # Ultralytics strips the scale from this path itself and keeps the letter
     return path
-
-
-def resolve_dataset_yaml(file):
-    """Map a bare name like 'visdrone-sample.yaml' to our datasets/ when no local file has it. Ultralytics ships no
-    dataset YAML of those names (ours are named apart from its own VisDrone.yaml), so its names resolve as before."""
-    p = Path(str(file))
-    if p.suffix in {".yaml", ".yml"} and len(p.parts) == 1 and not p.exists() and (DATASET_YAMLS / p.name).is_file():
-        return str(DATASET_YAMLS / p.name)
-    return file
 
 
 class _Parse:
@@ -304,6 +294,8 @@ def _wrap_yaml_model_load(original):
 
 
 def _wrap_check_file(original):
+    from .dataset_names import resolve_dataset_yaml  # a leaf module: the data side uses it too
+
     @functools.wraps(original)
     def check_file(file, *args, **kwargs):
         return original(resolve_dataset_yaml(file), *args, **kwargs)

@@ -249,7 +249,7 @@ def read_data_yaml(data: Path | str, writer: str | None = None) -> DataYaml:
 
     data = Path(data)
     if not data.exists():  # a bare name of ours (VisDrone2019-DET.yaml), as `yolo train data=NAME` finds it
-        from ..plugin import resolve_dataset_yaml
+        from ..dataset_names import resolve_dataset_yaml
 
         data = Path(resolve_dataset_yaml(data))
     check_finished(data.parent, allow=writer)
