@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -308,3 +309,42 @@ def test_whole_image_prediction_runs_batch_images_at_a_time_and_batching_changes
     by_batch = {b: sorted(predict(yolo, images, batch=b, **args), key=json.dumps) for b in (1, 2, 5)}
     assert sizes[-4:] == [2, 2, 1, 5]  # batch 2: forwards of 2, 2 and 1 images; then batch 5: one of 5
     assert by_batch[1] == by_batch[2] == by_batch[5]
+
+
+class FakeTerminal(io.StringIO):
+    """stderr as a terminal: what the progress bar writes stays readable."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def saved_predictions(data: Path, tmp_path: Path) -> list[str]:
+    """Two saved predictions files (compare's self-describing form) of fake_predict's detections."""
+    from yolo_incep.eval import predictions
+
+    images, _ = coco.load_data_yaml(data, "val")
+    files = []
+    for name in ("a", "b"):
+        files.append(str(tmp_path / f"{name}.json.gz"))
+        predictions.write(Path(files[-1]), fake_predict(None, images, 64, "cpu", 1, 0.001, 0.7, 500), images, {})
+    return files
+
+
+@pytest.mark.parametrize("terminal, quiet, shown", [(True, False, True), (True, True, False), (False, False, False)])
+def test_progress_bar_on_a_terminal_only(data, tmp_path, monkeypatch, terminal, quiet, shown):
+    files = saved_predictions(data, tmp_path)
+    err = FakeTerminal() if terminal else io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    monkeypatch.setenv("COLUMNS", "200")  # the bar fits a terminal's width; this one has no size of its own
+    argv = ["compare", f"a={files[0]}", f"b={files[1]}", "--data", str(data), "--out", str(tmp_path / "o"),
+            "--resamples", "20"]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main(argv + (["--quiet"] if quiet else [])) == 0
+    text = err.getvalue()
+    bars = [line for line in text.split("\r\x1b[K") if line.startswith("compare ")]
+    assert bool(bars) == shown
+    if shown:  # the row, the phase, its frames or resamples done out of how many; then the time left in all
+        assert any(b.startswith("compare 1/2 a evaluating: ") and " 4/4 " in b for b in bars)
+        assert any(re.match(r"compare 2/2 \(~\d+s left\) b resampling: .* 20/20 ", b) for b in bars)
+    if quiet:
+        assert text == ""

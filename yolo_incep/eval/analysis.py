@@ -80,9 +80,11 @@ def table_rows(cells: list[Analysis | None], base: list[Analysis | None]) -> lis
     return lines
 
 
-def write_files(named: dict[str, Analysis], out: Path) -> None:
-    """pr_by_size.png (one curve per row and size) and confusion_small.csv (one block per row), atomically."""
+def write_files(named: dict[str, Analysis], out: Path, figures: bool = True) -> None:
+    """confusion_small.csv (one block per row) and, with `figures`, pr_by_size.png (one curve per row and size),
+    atomically."""
     if not named:
         return
-    atomic_write_bytes(out / "pr_by_size.png", curves.pr_png({n: a.pr for n, a in named.items()}))
+    if figures:
+        atomic_write_bytes(out / "pr_by_size.png", curves.pr_png({n: a.pr for n, a in named.items()}))
     atomic_write_bytes(out / "confusion_small.csv", confusion.csv_text({n: a.confusion for n, a in named.items()}))

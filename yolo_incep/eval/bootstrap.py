@@ -5,11 +5,11 @@ score and walks the cumulative true/false positives; a resample only changes how
 weigh, so the sort, the matching and the ignore flags are computed once and each resample re-weights them. Only
 true-positive positions can set an interpolated precision (a false positive never raises precision, and recall only
 moves at true positives), and of a run of true positives with no false positive between them only the last (its
-precision is the run's highest), so the walk runs over run ends alone. Per resample and run end: true positives up
-to it and false positives before it, both cumulative sums of the drawn images' counts gathered at the detections'
-images; the false positives that are false at every threshold (most of them) are summed once for all thresholds.
-Cost: resamples x (run ends + detections) per class and bucket, linear in images; work arrays are cut into blocks
-of resamples that stay in cache, never resamples x images x detections.
+precision is the run's highest), so the walk runs over run ends alone, of every IoU threshold at once. Per resample
+and run end: the true positives up to it (a running sum of the drawn images' counts gathered at its threshold's true
+positives) and the detections counted up to it (one running sum over the run ends of all thresholds, less those
+that its own threshold ignores). Work is resamples x (run ends + detections) per class and bucket: linear in images;
+arrays are (resamples x run ends) blocks of at most BLOCK elements, never resamples x images x detections.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from .matching import FP, IGNORED, REC_THRS, TP, Evaluation
 
 RESAMPLES = 1000
 SEED = 0
-SEARCH = False
 BLOCK, MIN_BLOCK = 1 << 18, 64  # a work array: 2 MB (resamples x rows), at least 64 resamples
 
 
@@ -37,47 +36,61 @@ DELTA_KEYS = delta_keys()
 
 
 @dataclass
+class _Threshold:
+    """One threshold's run ends (rows lo..hi of its group) as gather indices into running sums over images."""
+
+    lo: int
+    hi: int
+    iou: int  # the threshold's index
+    tp_img: np.ndarray  # images of its true positives, in order
+    tp_at: np.ndarray  # per run end: true positives up to it (an index into their running sum, led by 0)
+    gap_img: np.ndarray  # images of detections counted at another threshold but ignored at this one
+    gap_at: np.ndarray  # per run end: such detections up to it
+    union_at: np.ndarray  # per run end: its row among the run ends of every threshold
+
+
+@dataclass
 class _Group:
-    """A (class, bucket, maxDets) group, prepared as sparse counts per image. Its rows are the run ends of every
-    threshold, threshold after threshold; one product of a count matrix with the resamples' draws gives what each
-    row adds to its threshold's running sums, for every resample at once."""
+    """A (class, bucket, maxDets) group, prepared: its rows are the run ends of every threshold, threshold after
+    threshold. Per resample a row's true positives are a running sum over its threshold's true positives; its
+    detections counted (true positives up to it and false positives before it) are those counted at any threshold
+    up to it (one running sum for all thresholds, over the union of their run ends) less those ignored at its own."""
 
     npig: np.ndarray  # (I,) counted ground truth per image
-    tp: object  # CSR (rows x images): true positives since its threshold's previous run end, up to this one
-    den: object  # CSR (rows x images): those and the false positives since the previous run end
-    starts: np.ndarray  # first row of each threshold that has run ends
-    iou: np.ndarray  # its IoU threshold's index
+    counted: object  # CSR (run ends of any threshold x images): detections counted at any threshold since the
+    # previous such run end, up to this one
+    thresholds: list[_Threshold]  # those with run ends
 
     @property
     def rows(self) -> int:
-        return self.tp.shape[0]
-
-
-def _counts(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]):
-    """CSR matrix counting (row, column) pairs."""
-    from scipy.sparse import csr_matrix
-
-    return csr_matrix((np.ones(len(rows)), (rows, cols)), shape=shape)
+        return self.thresholds[-1].hi if self.thresholds else 0
 
 
 def _prepare(image: np.ndarray, status: np.ndarray, npig: np.ndarray) -> _Group:
-    """One group's sparse counts from its detections' images and statuses (T, N), in accumulate order."""
-    entries, offset, sizes = {"tp": ([], []), "den": ([], [])}, 0, []
+    """One group's gather indices from its detections' images and statuses (T, N), in accumulate order."""
+    from scipy.sparse import csr_matrix
+
+    counted_any = (status != IGNORED).any(0)
+    ends = []
     for st in status:
         counted = np.flatnonzero(st != IGNORED)
         tp = st[counted] == TP
-        end = counted[tp & np.r_[~tp[1:], True]]  # last true positive before a false one (or the end)
-        tp_at = np.flatnonzero(st == TP)
-        fp_at = np.flatnonzero(st == FP)
-        fp_at = fp_at[fp_at < (end[-1] if len(end) else -1)]  # after the last run end nothing counts
-        for key, at in (("tp", tp_at), ("den", np.concatenate([tp_at, fp_at]))):
-            entries[key][0].append(np.searchsorted(end, at) + offset)  # the run end each counts towards
-            entries[key][1].append(image[at])
-        sizes.append(len(end))
-        offset += len(end)
-    sizes = np.array(sizes)
-    tp, den = (_counts(np.concatenate(r), np.concatenate(c), (offset, len(npig))) for r, c in entries.values())
-    return _Group(npig, tp, den, (np.cumsum(sizes) - sizes)[sizes > 0], np.flatnonzero(sizes))
+        ends.append(counted[tp & np.r_[~tp[1:], True]])  # last true positive before a false one (or the end)
+    union = np.unique(np.concatenate(ends))
+    thresholds, lo = [], 0
+    for t, (st, end) in enumerate(zip(status, ends)):
+        if not len(end):
+            continue
+        tp_at, gap = np.flatnonzero(st == TP), np.flatnonzero(counted_any & (st == IGNORED))
+        thresholds.append(_Threshold(lo, lo + len(end), t, image[tp_at].astype(np.intp),
+                                     np.searchsorted(tp_at, end, "right"), image[gap].astype(np.intp),
+                                     np.searchsorted(gap, end, "right"), np.searchsorted(union, end)))
+        lo += len(end)
+    at = np.flatnonzero(counted_any)
+    at = at[at <= (union[-1] if len(union) else -1)]
+    rows = np.searchsorted(union, at)  # the run end (of any threshold) each counts towards
+    return _Group(npig, csr_matrix((np.ones(len(at)), (rows, image[at])), shape=(len(union), len(npig))),
+                  thresholds)
 
 
 @dataclass
@@ -111,12 +124,12 @@ class Matching:
 
         counts = np.atleast_2d(np.asarray(counts, np.int64))
         jobs = sorted(self.groups, key=lambda j: -self.groups[j].rows)  # the largest first: cores stay busy
-        work, said, done = max(1, sum(self.groups[j].rows for j in jobs)), 0, {}
-        with _one_thread_per_op() as one, ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+        work, rows, said, done = max(1, sum(self.groups[j].rows for j in jobs)), 0, 0, {}
+        with _OneThreadPerOp() as one, ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
             for j, result in zip(jobs, pool.map(one.job(lambda j: self._accumulate(self.groups[j], counts)), jobs)):
-                done[j] = result
+                done[j], rows = result, rows + self.groups[j].rows
                 if progress is not None:  # in resamples, as the groups' rows are done
-                    now = round(sum(self.groups[k].rows for k in done) / work * len(counts))
+                    now = round(rows / work * len(counts))
                     progress(now - said)
                     said = now
         last = coco.MAX_DETS[-1]
@@ -146,14 +159,13 @@ class Matching:
         step = max(MIN_BLOCK, BLOCK // g.rows)
         for lo in range(0, b, step):
             hi = min(b, lo + step)
-            _block(g, np.ascontiguousarray(counts[lo:hi].T, float), npig[lo:hi], psum[lo:hi], recall[lo:hi])
+            _block(g, counts[lo:hi].astype(float), npig[lo:hi], psum[lo:hi], recall[lo:hi])
         psum[~defined], recall[~defined] = 0.0, 0.0
         return psum, recall, defined
 
 
-def _block(g: _Group, wt: np.ndarray, npig: np.ndarray, psum: np.ndarray, recall: np.ndarray) -> None:
-    """Matching._accumulate() of one block of resamples (columns of wt: times each image is drawn), into psum and
-    recall.
+def _block(g: _Group, w: np.ndarray, npig: np.ndarray, psum: np.ndarray, recall: np.ndarray) -> None:
+    """Matching._accumulate() of one block of resamples (rows of w: times each image is drawn), into psum, recall.
 
     Interpolated precision at recall threshold r is the best precision from the first run end reaching r on; with
     c_j the number of thresholds reached at run end j, run end j is that first one for c_j - c_(j-1) of them, so
@@ -161,27 +173,45 @@ def _block(g: _Group, wt: np.ndarray, npig: np.ndarray, psum: np.ndarray, recall
     as in pycocotools. Work arrays are (resamples x rows), so running sums and maxima run along memory."""
     import torch
 
-    tp = _running(g.tp @ wt, g.starts)  # true positives up to each run end
-    den = _running(g.den @ wt, g.starts)  # and false positives before it
-    last = np.r_[g.starts[1:], tp.shape[1]] - 1
-    recall[:, g.iou] = tp[:, last] / np.maximum(npig, 1)[:, None]
+    b, n = len(w), g.rows
+    counted = np.ascontiguousarray((g.counted @ w.T).T)  # counted at any threshold, per run end of any
+    torch.from_numpy(counted).cumsum_(1)
+    tp, den = np.empty((b, n)), np.empty((b, n))
+    for th in g.thresholds:
+        tp[:, th.lo:th.hi] = _running_sum(w, th.tp_img)[:, th.tp_at]
+        np.subtract(counted[:, th.union_at], _running_sum(w, th.gap_img)[:, th.gap_at], out=den[:, th.lo:th.hi])
+        recall[:, th.iou] = tp[:, th.hi - 1] / np.maximum(npig, 1)
     den += np.spacing(1)
     precision = np.divide(tp, den, out=den)  # pycocotools' tp / (fp + tp + eps)
     reached = _reached(tp, npig[:, None])
     step = tp  # (its counts are spent)
     np.subtract(reached[:, 1:], reached[:, :-1], out=step[:, 1:])
-    step[:, g.starts] = reached[:, g.starts]
-    best = precision[:, ::-1].copy()  # the best precision from each run end on, threshold by threshold
-    t, n = torch.from_numpy(best), best.shape[1]
-    for lo, hi in zip(g.starts, np.r_[g.starts[1:], n]):
-        part = t[:, n - hi:n - lo]
-        part.copy_(torch.cummax(part, 1).values)
-    best = best[:, ::-1]
-    best *= step
-    psum[:, g.iou] = np.add.reduceat(best, g.starts, axis=1)
+    first = [th.lo for th in g.thresholds]
+    step[:, first] = reached[:, first]  # >= 1: recall threshold 0 is reached from the first run end on
+    # Only run ends that reach new thresholds (and each threshold's first) start a term: the best precision from
+    # there on is the best of the stretch up to the next such run end and of those after it.
+    at = np.flatnonzero(step.ravel())
+    stretch = np.maximum.reduceat(precision.ravel(), at)
+    weight = step.ravel()[at]
+    row, col = np.divmod(at, n)
+    which = row * len(first) + np.searchsorted(first, col, "right") - 1  # (resample, threshold) of each term
+    psum[:, [th.iou for th in g.thresholds]] = np.bincount(
+        which, weights=_suffix_max(stretch, which) * weight, minlength=b * len(first)).reshape(b, -1)
 
 
-class _one_thread_per_op:
+def _suffix_max(x: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Running maximum from the right within each run of equal `group` values (sorted) of a 1-D array: a padded
+    (groups x longest) array, scanned along its rows (short: at most 102 terms a group)."""
+    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    size = np.diff(np.r_[start, len(x)])
+    g = np.repeat(np.arange(len(start)), size)
+    rank = np.arange(len(x)) - start[g]
+    pad = np.zeros((len(start), size.max(initial=0)))
+    pad[g, size[g] - 1 - rank] = x  # each group reversed, padded with 0 (no precision is below 0)
+    return np.maximum.accumulate(pad, axis=1)[g, size[g] - 1 - rank]
+
+
+class _OneThreadPerOp:
     """Within: BLAS and torch ops on one thread each (the groups share the cores between them instead). torch's
     setting is per thread under OpenMP: `job` wraps work for a worker thread."""
 
@@ -209,16 +239,15 @@ class _one_thread_per_op:
         return run
 
 
-def _running(rows_x_resamples: np.ndarray, starts) -> np.ndarray:
-    """(resamples x rows) running sums of a (rows x resamples) array, starting afresh at the rows `starts`. float64
+def _running_sum(w: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Per resample (row of w): 0, then the running sum of w over `images` (b x len(images) + 1). float64 running
     sums of integers are exact below 2**53; torch's scan along memory is 15x numpy's cumsum here."""
     import torch
 
-    x = np.ascontiguousarray(rows_x_resamples.T)
-    t = torch.from_numpy(x)
-    for lo, hi in zip(starts, [*starts[1:], x.shape[1]]):
-        t[:, lo:hi].cumsum_(1)
-    return x
+    out = np.zeros((len(w), len(images) + 1))
+    np.take(w, images, axis=1, out=out[:, 1:], mode="clip")  # every index is an image: no bounds to check
+    torch.from_numpy(out).cumsum_(1)
+    return out
 
 
 def _reached(tp: np.ndarray, npig: np.ndarray) -> np.ndarray:
@@ -227,14 +256,16 @@ def _reached(tp: np.ndarray, npig: np.ndarray) -> np.ndarray:
 
     Threshold r is reached exactly when r / 100 <= tp / npig, i.e. r <= floor(100 tp / npig) (a quotient of
     integers is never within an ulp of an integer it does not equal); where it equals one, k, pycocotools compares
-    linspace's k * 0.01 with the division's k / 100, which differ in the last bit for some k (0.3, 0.7, ...)."""
+    linspace's k * 0.01 with the division's k / 100, which differ in the last bit for ten k (35, 41, ..., 95)."""
     q = tp * 100
     q /= np.maximum(npig, 1)
     k = np.floor(q)
-    on = np.nonzero(q == k)  # exactly on a threshold (rare): is it reached in float arithmetic?
-    kk = k[on].astype(np.intp)
+    on = q == k  # exactly on a threshold (rare): is it reached in float arithmetic?
     k += 1
-    k[on] -= REC_THRS[kk] > kk / 100  # (tp <= npig: k <= 100)
+    if on.any():
+        at = np.flatnonzero(on)
+        kk = k.ravel()[at].astype(np.intp) - 1
+        k.ravel()[at] -= REC_THRS[kk] > kk / 100  # (tp <= npig: k <= 100)
     return k
 
 

@@ -26,10 +26,10 @@ class Progress:
             return
         from ultralytics.utils import TQDM
 
-        bar = TQDM(total=total, desc=f"compare row {self.done + 1}/{self.rows} {name}: {what}{self._left()}",
+        bar = TQDM(total=total, desc=f"compare {self.done + 1}/{self.rows}{self._left()} {name} {what}",
                    unit=unit, file=self.file, leave=False, disable=False)
         try:
-            yield bar.update
+            yield lambda n=1: n and bar.update(n)
         finally:
             bar.close()
 
@@ -37,11 +37,12 @@ class Progress:
         self.done += 1
 
     def _left(self) -> str:
-        """', about 3m left in all' once a row is done (rows alike: the mean so far times the rows to come)."""
+        """' (~3m left)' for the whole comparison once a row is done (rows alike: the mean so far times the rows to
+        come)."""
         if not self.done:
             return ""
         s = (time.perf_counter() - self.start) / self.done * (self.rows - self.done)
-        return f", about {s / 60:.0f}m left in all" if s >= 90 else f", about {s:.0f}s left in all"
+        return f" (~{s / 60:.0f}m left)" if s >= 90 else f" (~{s:.0f}s left)"
 
 
 def _is_terminal(file) -> bool:

@@ -329,13 +329,14 @@ def ap_figure(report: CompareReport):
 
 
 def write_report(report: CompareReport, out: Path) -> None:
-    """report.json, report.csv, ap_by_size.png, pr_by_size.png and confusion_small.csv, each written atomically
-    (report.json last)."""
+    """report.csv, confusion_small.csv and report.json, each written atomically (report.json last); once the report
+    is complete, also the figures ap_by_size.png and pr_by_size.png (a second each: not after every model)."""
     atomic_write_bytes(out / "report.csv", csv_text(report))
-    atomic_write_bytes(out / "ap_by_size.png", plot_png(report))
-    write_files({m.name: m.analysis for m in report.models if m.analysis is not None}, out)
-    atomic_write_bytes(out / "report.json", json.dumps(report.to_json(), separators=(",", ":")))  # compact: kept
-    # reports count against the repository's size
+    write_files({m.name: m.analysis for m in report.models if m.analysis is not None}, out, report.complete)
+    if report.complete:
+        atomic_write_bytes(out / "ap_by_size.png", plot_png(report))
+    # compact: kept reports count against the repository's size
+    atomic_write_bytes(out / "report.json", json.dumps(report.to_json(), separators=(",", ":")))
 
 
 def write_json(path: Path, obj) -> None:

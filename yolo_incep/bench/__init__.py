@@ -1,0 +1,1 @@
+"""Benchmarks and the small-object benchmark's machinery, apart from the product."""
