@@ -99,7 +99,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     progress = Progress(n_rows, enabled=verbose)
     for arm in arms:
         for row_name, source in zip(arm.row_names(), arm.sources):
-            predict_s = None  # nothing is predicted for saved detections
+            predict_s = fps = None  # nothing is predicted for saved detections
             if source in saved:
                 runs, lat, (params, gflops), slices = _saved_rows(
                     saved[source], row_name, arm.name, verbose,
@@ -113,7 +113,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                     bar = {"progress": step} if progress.enabled else {}
                     runs = {row_name: predict(yolo, images, imgsz, device, batch, conf, iou, max_det,
                                               nms=False if nms_free else None, **bar)}
-                predict_s = round(time.perf_counter() - t, 3)
+                elapsed = time.perf_counter() - t
+                predict_s, fps = round(elapsed, 3), round(len(images) / elapsed, 3)
                 lat = {row_name: latency_ms(yolo.model, imgsz, device, reps=latency_runs)}
                 slices = {row_name: 0}
                 if slice_size:
@@ -134,16 +135,16 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                 sliced = bool(slices[name])
                 arm_name = arm.name if not sliced or predictions.SLICED_NAME.search(arm.name) else \
                     f"{arm.name}+slice{slices[name]}"
-                fps = None if sliced or predict_s is None else round(len(images) / predict_s, 3)
                 row = ModelRow(name=name, source=source, arm=arm_name,
                                sliced=sliced, params=params, gflops=gflops, latency_ms=lat[name],
                                detections=len(kept), ignored_detections=len(dets) - len(kept),
-                               metrics=metrics, predict_s=None if sliced else predict_s, predict_fps=fps,
+                               metrics=metrics, predict_s=None if sliced else predict_s,
+                               predict_fps=None if sliced else fps,
                                analysis=Analysis.of(e, gt, kept))
                 report.models.append(row)
                 progress.row_done()
                 _log(verbose, f"{name}: AP_small@500 {_fmt(row.flat.get('AP_small@500'))}"
-                              + ("" if fps is None else f", {fps:.2f} frames/s predicted"))
+                              + ("" if row.predict_fps is None else f", {row.predict_fps:.2f} frames/s predicted"))
                 if out is not None:  # what was computed is on disk even if a later model fails
                     write_json(out / f"predictions_{name}.json", kept)
                     write_report(report, out)

@@ -182,8 +182,10 @@ def format_table(report: CompareReport) -> str:
     cols = _columns(report)
     base = [m for m in report.models if not m.sliced][:1] or report.models[:1]
     lines: list[list[str]] = [["", *[c[0] for c in cols]]]
-    for label, attr, scale in (("params (M)", "params", 1e-6), ("GFLOPs", "gflops", 1),
-                               ("latency ms/img", "latency_ms", 1)):
+    costs = [("params (M)", "params", 1e-6), ("GFLOPs", "gflops", 1), ("latency ms/img", "latency_ms", 1)]
+    if any(m.predict_fps for m in report.models):
+        costs.append(("predict frames/s", "predict_fps", 1))
+    for label, attr, scale in costs:
         b = _cost(base, attr, scale) if base else None
         lines.append([label, *[_cost_cell(_cost(rows, attr, scale), b, rows == base) for _, rows, _ in cols]])
     for md in coco.MAX_DETS:
