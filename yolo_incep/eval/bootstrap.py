@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import buckets, coco
-from .matching import FP, IGNORED, REC_THRS, TP, Evaluation
+from .matching import IGNORED, REC_THRS, TP, Evaluation
 
 RESAMPLES = 1000
 SEED = 0

@@ -1,4 +1,5 @@
-"""COCO-style box evaluation of a YOLO-format dataset: ground truth, ignored regions, and AP read from the eval arrays.
+"""COCO-style box evaluation of a YOLO-format dataset: ground truth, ignored regions, compare's evaluation
+(matching.py, pycocotools' rules) and the metrics read from its arrays; the libraries run as references beside it.
 
 Ignored regions follow the VisDrone toolkit: a ground-truth box or a detection whose area is at least half covered
 by the image's ignored regions (their union) is ignored. Ignored ground truth stays in the COCO file as `iscrowd: 1`

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .matching import FP, IGNORED, TP
+
 ERROR_TYPES = ("cls", "loc", "both", "dupe", "bkg", "miss")
 POS_IOU, BG_IOU = 0.5, 0.1  # TIDE's foreground and background thresholds
 RECALLS = np.linspace(0, 1, 101)  # COCO's grid (TIDE's is k / 100: equal up to float rounding of 0.3, 0.7, ...)
@@ -42,7 +44,7 @@ def breakdown(e, pos: float = POS_IOU, bg: float = BG_IOU) -> dict[str, dict[str
     order = np.lexsort((d.rank, d.image, -d.score))  # COCO's order: score, then image, then rank in image
     out = {}
     for a, bucket in enumerate(e.buckets):
-        status = np.full(len(d.image), IGNORED_DET, np.int8)
+        status = np.full(len(d.image), IGNORED, np.int8)
         for (k, a_), g in e.groups.items():
             if a_ == a:
                 status[g.det] = g.status[t]
@@ -53,12 +55,9 @@ def breakdown(e, pos: float = POS_IOU, bg: float = BG_IOU) -> dict[str, dict[str
     return out
 
 
-IGNORED_DET = 2  # matching.IGNORED (a detection COCO does not count in this bucket)
-
-
 def _bucket(d, truth, status, used, counted, best_iou, close, order, classes: int, pos: float, bg: float) -> dict:
     """The breakdown of one bucket from every detection's status at IoU `pos` (matching's FP/TP/IGNORED)."""
-    tp, fp = status == 1, status == 0
+    tp, fp = status == TP, status == FP
     pd, pg, _ = close
     on_used = used[pg]
     dupe = np.zeros(len(tp), bool)
