@@ -13,7 +13,7 @@ ZERO = dict.fromkeys(errors.ERROR_TYPES, 0.0)
 
 
 def run(gt: dict, dets: list[dict]) -> dict:
-    return errors.breakdown(coco.run_cocoeval(gt, dets))
+    return errors.breakdown(coco.evaluate(gt, dets))
 
 
 # two small (20 x 20) boxes of classes a and b, each found exactly at score 0.5
@@ -82,9 +82,11 @@ def test_ignored_boxes_are_neither_missed_nor_errors():
 @pytest.mark.parametrize("seed", range(5))
 def test_base_is_cocos_ap50_in_every_bucket(seed):
     gt, dets = random_scene(seed, crowd=True)
-    e = coco.run_cocoeval(gt, dets)
+    e = coco.run_cocoeval(gt, dets, sizes="both")  # pycocotools with COCO's and AI-TOD's buckets
     t50 = list(e.params.iouThrs).index(0.5)
-    for a, (size, row) in enumerate(errors.breakdown(e).items()):
+    got = errors.breakdown(coco.evaluate(gt, dets))
+    assert list(got) == list(e.params.areaRngLbl)
+    for a, (size, row) in enumerate(got.items()):
         p = e.eval["precision"][t50, :, :, a, -1]
         expected = p[p > -1].mean() if (p > -1).any() else None
         assert row["AP50"] == pytest.approx(expected, abs=1e-12), size
@@ -115,7 +117,7 @@ def test_agrees_with_tidecv(monkeypatch):
         gt, dets = random_scene(seed)
         if len({a["category_id"] for a in gt["annotations"]}) < 3:
             continue  # TIDE scores a class with detections but no boxes 0; COCO (and we) leave it out
-        assert errors.breakdown(coco.run_cocoeval(gt, dets))["all"] == pytest.approx(tide_reference(gt, dets),
+        assert errors.breakdown(coco.evaluate(gt, dets))["all"] == pytest.approx(tide_reference(gt, dets),
                                                                                      abs=1e-9), seed
         checked += 1
     assert checked >= 30

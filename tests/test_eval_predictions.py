@@ -49,7 +49,7 @@ def comparable(report) -> dict:
     """The report less what only a live model measures (latency, prediction time) and the sources' paths."""
     doc = report.to_json()
     for m in doc["models"]:
-        for k in ("latency_ms", "predict_s", "source", "params", "gflops"):
+        for k in ("latency_ms", "predict_s", "predict_fps", "source", "params", "gflops"):
             m.pop(k, None)
     return doc
 

@@ -1,8 +1,8 @@
 """Where a model loses small objects, as `compare` reports it: TIDE errors by size, PR curves, small-object confusion.
 
-One `Analysis` per evaluated row, from the pycocotools evaluation compare already ran (errors.py, curves.py) and its
-kept detections (confusion.py); its parts land in report.json (`errors`, `errors_delta`, `AP50_by_size`,
-`confusion_small`), report.csv, the printed table, pr_by_size.png and confusion_small.csv.
+One `Analysis` per evaluated row, from the evaluation compare already ran (errors.py, curves.py: every size bucket
+of `--sizes`) and its kept detections (confusion.py); its parts land in report.json (`errors`, `errors_delta`,
+`AP50_by_size`, `confusion_small`), report.csv, the printed table, pr_by_size.png and confusion_small.csv.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import atomic_write_bytes
-from . import confusion, curves, errors
+from . import buckets, confusion, curves, errors
 
-SIZES = curves.SIZES
 AT = "@500"  # everything is read at compare's largest maxDets (coco.MAX_DETS[-1])
 
 
@@ -27,28 +26,33 @@ class Analysis:
 
     @classmethod
     def of(cls, e, gt: dict, detections: list[dict]) -> Analysis:
-        """From an evaluated and accumulated pycocotools COCOeval and the detections it scored."""
+        """From compare's evaluation (matching.Evaluation) and the detections it scored."""
         return cls(errors.breakdown(e), curves.pr_by_size(e), confusion.small_confusion(gt, detections))
+
+    @property
+    def sizes(self) -> list[str]:
+        """The size buckets analysed (bucket keys: 'small', ..., 'vt', ...)."""
+        return [k for k in self.errors if k != buckets.ALL.key]
 
     @property
     def flat(self) -> dict[str, float | None]:
         """'AP50_small@500' (the base) and 'dAP50_small[cls]@500' (AP50 recovered by fixing cls errors), ..."""
         out = {}
-        for size in SIZES:
+        for size in self.sizes:
             out[f"AP50_{size}{AT}"] = _round(self.errors[size]["AP50"])
             out |= {f"dAP50_{size}[{t}]{AT}": _round(self.errors[size][t]) for t in errors.ERROR_TYPES}
         return out
 
     def to_json(self) -> dict:
         """report.json keys of a model row."""
-        return {"errors": {s: {t: _round(self.errors[s][t]) for t in errors.ERROR_TYPES} for s in SIZES},
-                "AP50_by_size": {s: _round(self.errors[s]["AP50"]) for s in SIZES},
+        return {"errors": {s: {t: _round(self.errors[s][t]) for t in errors.ERROR_TYPES} for s in self.sizes},
+                "AP50_by_size": {s: _round(self.errors[s]["AP50"]) for s in self.sizes},
                 "confusion_small": self.confusion.to_json()}
 
     def delta_json(self, base: Analysis) -> dict:
         """report.json `errors_delta`: this row's AP lost per size and type minus the baseline's."""
         return {"errors_delta": {s: {t: _minus(self.errors[s][t], base.errors[s][t]) for t in errors.ERROR_TYPES}
-                                 for s in SIZES}}
+                                 for s in self.sizes}}
 
 
 def _round(v: float | None) -> float | None:
@@ -62,7 +66,8 @@ def _minus(a: float | None, b: float | None) -> float | None:
 def table_rows(cells: list[Analysis | None], base: list[Analysis | None]) -> list[list[str]]:
     """Printed-table rows: per size, AP50 then the AP50 each error type costs, '(+delta)' against `base` (per cell)."""
     lines = []
-    for size in SIZES:
+    sizes = next((a.sizes for a in cells if a is not None), [])
+    for size in sizes:
         for t in ("AP50", *errors.ERROR_TYPES):
             label = f"AP50_{size}{AT}" if t == "AP50" else f"  lost to {t}"
             row = [label]
@@ -75,9 +80,11 @@ def table_rows(cells: list[Analysis | None], base: list[Analysis | None]) -> lis
     return lines
 
 
-def write_files(named: dict[str, Analysis], out: Path) -> None:
-    """pr_by_size.png (one curve per row and size) and confusion_small.csv (one block per row), atomically."""
+def write_files(named: dict[str, Analysis], out: Path, figures: bool = True) -> None:
+    """confusion_small.csv (one block per row) and, with `figures`, pr_by_size.png (one curve per row and size),
+    atomically."""
     if not named:
         return
-    atomic_write_bytes(out / "pr_by_size.png", curves.pr_png({n: a.pr for n, a in named.items()}))
+    if figures:
+        atomic_write_bytes(out / "pr_by_size.png", curves.pr_png({n: a.pr for n, a in named.items()}))
     atomic_write_bytes(out / "confusion_small.csv", confusion.csv_text({n: a.confusion for n, a in named.items()}))

@@ -1,11 +1,15 @@
-"""Paired bootstrap over images: pycocotools' per-image matching kept once, re-accumulated for every resample.
+"""Paired bootstrap over images: the per-image matching kept once (matching.Evaluation), re-accumulated per resample.
 
-A resample is a count per image (how often it was drawn). pycocotools' `accumulate` sorts all detections of a
-category by score and walks the cumulative true/false positives; a resample only changes how much each image's
-detections weigh, so the sort, the matching and the ignore flags are computed once (`Matching.from_cocoeval`) and
-each resample re-weights them. Only true-positive positions can set an interpolated precision (a false positive
-never raises precision, and recall only moves at true positives), so the walk runs over those alone, all resamples
-at once; false positives before each of them are per-image counts, mixed by one matrix product.
+A resample is a count per image (how often it was drawn). pycocotools' `accumulate` sorts all detections of a class by
+score and walks the cumulative true/false positives; a resample only changes how much each image's detections
+weigh, so the sort, the matching and the ignore flags are computed once and each resample re-weights them. Only
+true-positive positions can set an interpolated precision (a false positive never raises precision, and recall only
+moves at true positives), and of a run of true positives with no false positive between them only the last (its
+precision is the run's highest), so the walk runs over run ends alone, of every IoU threshold at once. Per resample
+and run end: the true positives up to it (a running sum of the drawn images' counts gathered at its threshold's true
+positives) and the detections counted up to it (one running sum over the run ends of all thresholds, less those
+that its own threshold ignores). Work is resamples x (run ends + detections) per class and bucket: linear in images;
+arrays are (resamples x run ends) blocks of at most BLOCK elements, never resamples x images x detections.
 """
 
 from __future__ import annotations
@@ -15,147 +19,254 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import coco
+from . import buckets, coco
+from .matching import IGNORED, REC_THRS, TP, Evaluation
 
 RESAMPLES = 1000
 SEED = 0
-# Deltas are reported for these flat metric keys ('AP_small@500' as in coco.flatten)
-DELTA_KEYS = tuple(f"{k}@{md}" for md in coco.MAX_DETS
-                   for k in ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR"))
+BLOCK, MIN_BLOCK = 1 << 18, 64  # a work array: 2 MB (resamples x rows), at least 64 resamples
+
+
+def delta_keys(sizes: str = buckets.SIZES[0]) -> tuple[str, ...]:
+    """Flat metric keys ('AP_small@500', as coco.flatten) that get deltas with intervals, for `--sizes`."""
+    return tuple(f"{key}@{md}" for md in coco.MAX_DETS for key, _, _ in buckets.keys(sizes))
+
+
+DELTA_KEYS = delta_keys()
+
+
+@dataclass
+class _Threshold:
+    """One threshold's run ends (rows lo..hi of its group) as gather indices into running sums over images."""
+
+    lo: int
+    hi: int
+    iou: int  # the threshold's index
+    tp_img: np.ndarray  # images of its true positives, in order
+    tp_at: np.ndarray  # per run end: true positives up to it (an index into their running sum, led by 0)
+    gap_img: np.ndarray  # images of detections counted at another threshold but ignored at this one
+    gap_at: np.ndarray  # per run end: such detections up to it
+    union_at: np.ndarray  # per run end: its row among the run ends of every threshold
 
 
 @dataclass
 class _Group:
-    """Detections of one (category, area range) in pycocotools' accumulate order, and per-image ground truth."""
+    """A (class, bucket, maxDets) group, prepared: its rows are the run ends of every threshold, threshold after
+    threshold. Per resample a row's true positives are a running sum over its threshold's true positives; its
+    detections counted (true positives up to it and false positives before it) are those counted at any threshold
+    up to it (one running sum for all thresholds, over the union of their run ends) less those ignored at its own."""
 
-    image: np.ndarray  # (N,) image index of each detection
-    rank: np.ndarray  # (N,) rank by score inside its image (maxDets truncates on it)
-    tp: np.ndarray  # (T, N) bool: matched to a counted ground-truth box
-    fp: np.ndarray  # (T, N) bool: unmatched and not ignored
-    npig: np.ndarray  # (I,) counted (not ignored) ground-truth boxes per image
+    npig: np.ndarray  # (I,) counted ground truth per image
+    counted: object  # CSR (run ends of any threshold x images): detections counted at any threshold since the
+    # previous such run end, up to this one
+    thresholds: list[_Threshold]  # those with run ends
+
+    @property
+    def rows(self) -> int:
+        return self.thresholds[-1].hi if self.thresholds else 0
+
+
+def _prepare(image: np.ndarray, status: np.ndarray, npig: np.ndarray) -> _Group:
+    """One group's gather indices from its detections' images and statuses (T, N), in accumulate order."""
+    from scipy.sparse import csr_matrix
+
+    counted_any = (status != IGNORED).any(0)
+    ends = []
+    for st in status:
+        counted = np.flatnonzero(st != IGNORED)
+        tp = st[counted] == TP
+        ends.append(counted[tp & np.r_[~tp[1:], True]])  # last true positive before a false one (or the end)
+    union = np.unique(np.concatenate(ends))
+    thresholds, lo = [], 0
+    for t, (st, end) in enumerate(zip(status, ends)):
+        if not len(end):
+            continue
+        tp_at, gap = np.flatnonzero(st == TP), np.flatnonzero(counted_any & (st == IGNORED))
+        thresholds.append(_Threshold(lo, lo + len(end), t, image[tp_at].astype(np.intp),
+                                     np.searchsorted(tp_at, end, "right"), image[gap].astype(np.intp),
+                                     np.searchsorted(gap, end, "right"), np.searchsorted(union, end)))
+        lo += len(end)
+    at = np.flatnonzero(counted_any)
+    at = at[at <= (union[-1] if len(union) else -1)]
+    rows = np.searchsorted(union, at)  # the run end (of any threshold) each counts towards
+    return _Group(npig, csr_matrix((np.ones(len(at)), (rows, image[at])), shape=(len(union), len(npig))),
+                  thresholds)
 
 
 @dataclass
 class Matching:
-    """One model's per-image COCO matching on one image list, ready to be scored on any resample of it."""
+    """One model's matching on one image list, ready to be scored on any resample of it."""
 
     images: int
-    groups: dict[tuple[int, int], _Group]  # (category index, area index) -> group
+    buckets: tuple[buckets.Bucket, ...]
+    groups: dict[tuple[int, int, int], _Group]  # (class, bucket, maxDets) -> group; absent: as the largest maxDets
     iou_thrs: np.ndarray
     rec_thrs: np.ndarray
 
     @classmethod
-    def from_cocoeval(cls, e) -> "Matching":
-        """Per-image arrays from an evaluated pycocotools COCOeval (its evalImgs, computed at the largest maxDets)."""
-        p = e.params
-        n_img, n_area = len(p.imgIds), len(p.areaRng)
+    def of(cls, e: Evaluation) -> "Matching":
+        """The resampling form of an evaluation (its per-image matches, at every maxDets of coco.MAX_DETS)."""
+        last = coco.MAX_DETS[-1]
         groups = {}
-        for k in range(len(p.catIds)):
-            for a in range(n_area):
-                start = (k * n_area + a) * n_img
-                entries = [(i, x) for i, x in enumerate(e.evalImgs[start:start + n_img]) if x is not None]
-                npig = np.zeros(n_img, np.int64)
-                for i, x in entries:
-                    npig[i] = np.count_nonzero(np.asarray(x["gtIgnore"]) == 0)
-                if not entries:
-                    groups[k, a] = _Group(np.zeros(0, np.int64), np.zeros(0, np.int64),
-                                          np.zeros((len(p.iouThrs), 0), bool), np.zeros((len(p.iouThrs), 0), bool),
-                                          npig)
-                    continue
-                scores = np.concatenate([np.asarray(x["dtScores"], float) for _, x in entries])
-                order = np.argsort(-scores, kind="mergesort")  # as accumulate: images in id order, stable on ties
-                image = np.concatenate([np.full(len(x["dtScores"]), i) for i, x in entries])
-                rank = np.concatenate([np.arange(len(x["dtScores"])) for _, x in entries])
-                matched = np.concatenate([np.asarray(x["dtMatches"]).reshape(len(p.iouThrs), -1) for _, x in entries],
-                                         axis=1) > 0
-                ignored = np.concatenate([np.asarray(x["dtIgnore"]).reshape(len(p.iouThrs), -1) for _, x in entries],
-                                         axis=1) > 0
-                groups[k, a] = _Group(image[order], rank[order], (matched & ~ignored)[:, order],
-                                      (~matched & ~ignored)[:, order], npig)
-        return cls(n_img, groups, np.asarray(p.iouThrs, float), np.asarray(p.recThrs, float))
+        for (k, a), g in e.groups.items():
+            image, rank = e.dets.image[g.det], e.dets.rank[g.det]
+            for md in coco.MAX_DETS:
+                if md == last or (rank >= md).any():  # a maxDets that cuts nothing scores as the largest
+                    keep = rank < md
+                    groups[k, a, md] = _prepare(image[keep], g.status[:, keep], g.npig)
+        return cls(e.images, e.buckets, groups, np.asarray(e.params.iouThrs), np.asarray(e.params.recThrs))
 
-    def scores(self, counts: np.ndarray) -> dict[str, np.ndarray]:
-        """Every DELTA_KEYS metric for each resample (rows of `counts`, images x times drawn); NaN where undefined."""
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1, user_api="blas"):  # products of (resamples x images) by (images x few hundred):
-            return self._scores(counts)  # threads cost more than they give, and far more on a busy machine
-
-    def _scores(self, counts: np.ndarray) -> dict[str, np.ndarray]:
-        """scores() with BLAS on one thread; the (category, area, maxDets) groups share the cores."""
+    def scores(self, counts: np.ndarray, progress=None) -> dict[str, np.ndarray]:
+        """Every delta key of this matching's buckets for each resample (rows of `counts`, images x times drawn);
+        NaN where undefined (no counted ground truth in the resample). `progress(n)`, if given, is called as the
+        work of n resamples is done."""
         from concurrent.futures import ThreadPoolExecutor
 
         counts = np.atleast_2d(np.asarray(counts, np.int64))
-        n_t, n_r = len(self.iou_thrs), len(self.rec_thrs)
-        t50, t75 = (int(np.argmin(np.abs(self.iou_thrs - t))) for t in (0.5, 0.75))
+        jobs = sorted(self.groups, key=lambda j: -self.groups[j].rows)  # the largest first: cores stay busy
+        work, rows, said, done = max(1, sum(self.groups[j].rows for j in jobs)), 0, 0, {}
+        with _OneThreadPerOp() as one, ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
+            for j, result in zip(jobs, pool.map(one.job(lambda j: self._accumulate(self.groups[j], counts)), jobs)):
+                done[j], rows = result, rows + self.groups[j].rows
+                if progress is not None:  # in resamples, as the groups' rows are done
+                    now = round(rows / work * len(counts))
+                    progress(now - said)
+                    said = now
         last = coco.MAX_DETS[-1]
-        # a smaller maxDets that truncates no image of a group gives the largest one's numbers: computed once
-        jobs = [(k, a, md) for (k, a), g in self.groups.items() for md in coco.MAX_DETS
-                if md == last or (g.rank >= md).any()]
-        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:  # numpy releases the GIL in the heavy parts
-            done = dict(zip(jobs, pool.map(lambda j: self._accumulate(self.groups[j[:2]], counts, j[2]), jobs)))
-        out = {}
+        n_r, out = len(self.rec_thrs), {}
         for md in coco.MAX_DETS:
-            for a, area in enumerate(coco.AREAS):
-                # over categories: sums over recall thresholds of precision (B, T), recall (B, T), defined count (B,)
-                parts = [done.get((k, a_, md)) or done[k, a_, last] for k, a_ in self.groups if a_ == a]
+            for a, bucket in enumerate(self.buckets):
+                parts = [done.get((k, a_, md)) or done[k, a_, last] for k, a_, m in done if a_ == a and m == last]
                 psum, rsum, defined = (sum(p[i] for p in parts) for i in range(3))
                 defined = np.asarray(defined, float)
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    suffix = "" if area == "all" else f"_{area}"
-                    out[f"AP{suffix}@{md}"] = np.where(defined > 0, psum.sum(1) / (defined * n_t * n_r), np.nan)
-                    if area == "all":
-                        out[f"AP50@{md}"] = np.where(defined > 0, psum[:, t50] / (defined * n_r), np.nan)
-                        out[f"AP75@{md}"] = np.where(defined > 0, psum[:, t75] / (defined * n_r), np.nan)
-                        out[f"AR@{md}"] = np.where(defined > 0, rsum.sum(1) / (defined * n_t), np.nan)
-        return {k: out[k] for k in DELTA_KEYS}
+                for key, metric, b in buckets.keys("both"):
+                    if b is not bucket:
+                        continue
+                    at = slice(None) if metric.iou is None else [int(np.argmin(np.abs(self.iou_thrs - metric.iou)))]
+                    v = psum[:, at].mean(1) / n_r if metric.kind == "AP" else rsum[:, at].mean(1)
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        out[f"{key}@{md}"] = np.where(defined > 0, v / defined, np.nan)
+        return out
 
-    def _accumulate(self, g: _Group, counts: np.ndarray, max_det: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _accumulate(self, g: _Group, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(sum of interpolated precision over recall thresholds (B, T), recall (B, T), defined (B,)) of one group."""
         b, n_t = len(counts), len(self.iou_thrs)
         npig = counts @ g.npig  # counted ground truth of each resample
         defined = npig > 0
         psum, recall = np.zeros((b, n_t)), np.zeros((b, n_t))
-        if not defined.any():
+        if not defined.any() or not g.rows:
             return psum, recall, defined
-        safe = np.where(defined, npig, 1).astype(float)[:, None]
-        # smallest true-positive count whose recall reaches each threshold, in pycocotools' own float arithmetic
-        need = np.ceil(self.rec_thrs[None, :] * safe)
-        need = np.where((need - 1) / safe >= self.rec_thrs, need - 1, need)
-        need = np.where(need / safe < self.rec_thrs, need + 1, need)
-        kept = g.rank < max_det
-        weights = counts.astype(np.float32)  # sums of counts stay exact integers in float32 (below 2**24)
-        rows = np.arange(b)[:, None]
-        for t in range(n_t):
-            tp_at = np.flatnonzero(g.tp[t] & kept)
-            if not len(tp_at):
-                continue
-            fp_at = np.flatnonzero(g.fp[t] & kept)
-            n = len(tp_at)
-            # per image: true positives up to and false positives before each true-positive position
-            per_image = np.zeros((self.images, n + len(fp_at) + 1), np.float32)
-            per_image[g.image[tp_at], np.arange(n)] = 1
-            per_image[g.image[fp_at], n + 1 + np.arange(len(fp_at))] = 1
-            per_image[:, :n] = np.cumsum(per_image[:, :n], axis=1)
-            fp_before = np.cumsum(per_image[:, n:], axis=1)[:, np.searchsorted(fp_at, tp_at)]
-            cum = weights @ np.concatenate([per_image[:, :n], fp_before], axis=1)  # the resamples' cumulative sums
-            tpc, fpc = cum[:, :n].astype(float), cum[:, n:].astype(float)
-            precision = tpc / (fpc + tpc + np.spacing(1))
-            # first position reaching each needed count (capped at one past the total, which keeps the keys
-            # sorted): all resamples in one search, rows offset apart
-            total = tpc[:, -1:]
-            span = total.max() + 2
-            pos = np.searchsorted((tpc + rows * span).ravel(), (np.minimum(need, total + 1) + rows * span).ravel())
-            # interpolated precision at threshold r: the best precision from its position on (segment maxima, then
-            # a running maximum from the right); thresholds never reached get 0, as in pycocotools. A trailing 0
-            # lets the last row's unreached thresholds point one past its end.
-            flat = np.append(precision.ravel(), 0.0)
-            seg = np.maximum.reduceat(flat, pos).reshape(b, -1)
-            seg[pos.reshape(b, -1) - rows * n >= n] = 0.0
-            q = np.maximum.accumulate(seg[:, ::-1], axis=1)[:, ::-1]
-            psum[:, t] = np.where(defined, q.sum(1), 0.0)
-            recall[:, t] = np.where(defined, total[:, 0] / safe[:, 0], 0.0)
+        step = max(MIN_BLOCK, BLOCK // g.rows)
+        for lo in range(0, b, step):
+            hi = min(b, lo + step)
+            _block(g, counts[lo:hi].astype(float), npig[lo:hi], psum[lo:hi], recall[lo:hi])
+        psum[~defined], recall[~defined] = 0.0, 0.0
         return psum, recall, defined
+
+
+def _block(g: _Group, w: np.ndarray, npig: np.ndarray, psum: np.ndarray, recall: np.ndarray) -> None:
+    """Matching._accumulate() of one block of resamples (rows of w: times each image is drawn), into psum, recall.
+
+    Interpolated precision at recall threshold r is the best precision from the first run end reaching r on; with
+    c_j the number of thresholds reached at run end j, run end j is that first one for c_j - c_(j-1) of them, so
+    the sum over thresholds is sum_j (best precision from j on) * (c_j - c_(j-1)); thresholds never reached add 0,
+    as in pycocotools. Work arrays are (resamples x rows), so running sums and maxima run along memory."""
+    import torch
+
+    b, n = len(w), g.rows
+    counted = np.ascontiguousarray((g.counted @ w.T).T)  # counted at any threshold, per run end of any
+    torch.from_numpy(counted).cumsum_(1)
+    tp, den = np.empty((b, n)), np.empty((b, n))
+    for th in g.thresholds:
+        tp[:, th.lo:th.hi] = _running_sum(w, th.tp_img)[:, th.tp_at]
+        np.subtract(counted[:, th.union_at], _running_sum(w, th.gap_img)[:, th.gap_at], out=den[:, th.lo:th.hi])
+        recall[:, th.iou] = tp[:, th.hi - 1] / np.maximum(npig, 1)
+    den += np.spacing(1)
+    precision = np.divide(tp, den, out=den)  # pycocotools' tp / (fp + tp + eps)
+    reached = _reached(tp, npig[:, None])
+    step = tp  # (its counts are spent)
+    np.subtract(reached[:, 1:], reached[:, :-1], out=step[:, 1:])
+    first = [th.lo for th in g.thresholds]
+    step[:, first] = reached[:, first]  # >= 1: recall threshold 0 is reached from the first run end on
+    # Only run ends that reach new thresholds (and each threshold's first) start a term: the best precision from
+    # there on is the best of the stretch up to the next such run end and of those after it.
+    at = np.flatnonzero(step.ravel())
+    stretch = np.maximum.reduceat(precision.ravel(), at)
+    weight = step.ravel()[at]
+    row, col = np.divmod(at, n)
+    which = row * len(first) + np.searchsorted(first, col, "right") - 1  # (resample, threshold) of each term
+    psum[:, [th.iou for th in g.thresholds]] = np.bincount(
+        which, weights=_suffix_max(stretch, which) * weight, minlength=b * len(first)).reshape(b, -1)
+
+
+def _suffix_max(x: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """Running maximum from the right within each run of equal `group` values (sorted) of a 1-D array: a padded
+    (groups x longest) array, scanned along its rows (short: at most 102 terms a group)."""
+    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+    size = np.diff(np.r_[start, len(x)])
+    g = np.repeat(np.arange(len(start)), size)
+    rank = np.arange(len(x)) - start[g]
+    pad = np.zeros((len(start), size.max(initial=0)))
+    pad[g, size[g] - 1 - rank] = x  # each group reversed, padded with 0 (no precision is below 0)
+    return np.maximum.accumulate(pad, axis=1)[g, size[g] - 1 - rank]
+
+
+class _OneThreadPerOp:
+    """Within: BLAS and torch ops on one thread each (the groups share the cores between them instead). torch's
+    setting is per thread under OpenMP: `job` wraps work for a worker thread."""
+
+    def __enter__(self):
+        import torch
+        from threadpoolctl import threadpool_limits
+
+        self._torch, self._limits = torch.get_num_threads(), threadpool_limits(1, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self._torch)
+        self._limits.restore_original_limits()
+
+    @staticmethod
+    def job(fn):
+        import torch
+
+        def run(*args):
+            torch.set_num_threads(1)
+            return fn(*args)
+
+        return run
+
+
+def _running_sum(w: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Per resample (row of w): 0, then the running sum of w over `images` (b x len(images) + 1). float64 running
+    sums of integers are exact below 2**53; torch's scan along memory is 15x numpy's cumsum here."""
+    import torch
+
+    out = np.zeros((len(w), len(images) + 1))
+    np.take(w, images, axis=1, out=out[:, 1:], mode="clip")  # every index is an image: no bounds to check
+    torch.from_numpy(out).cumsum_(1)
+    return out
+
+
+def _reached(tp: np.ndarray, npig: np.ndarray) -> np.ndarray:
+    """How many of pycocotools' recall thresholds (np.linspace(0, 1, 101)) a true-positive count reaches in its
+    float arithmetic (recall = tp / npig; reached where recall >= threshold); npig broadcasts against tp.
+
+    Threshold r is reached exactly when r / 100 <= tp / npig, i.e. r <= floor(100 tp / npig) (a quotient of
+    integers is never within an ulp of an integer it does not equal); where it equals one, k, pycocotools compares
+    linspace's k * 0.01 with the division's k / 100, which differ in the last bit for ten k (35, 41, ..., 95)."""
+    q = tp * 100
+    q /= np.maximum(npig, 1)
+    k = np.floor(q)
+    on = q == k  # exactly on a threshold (rare): is it reached in float arithmetic?
+    k += 1
+    if on.any():
+        at = np.flatnonzero(on)
+        kk = k.ravel()[at].astype(np.intp) - 1
+        k.ravel()[at] -= REC_THRS[kk] > kk / 100  # (tp <= npig: k <= 100)
+    return k
 
 
 def resample_counts(images: int, resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
@@ -176,11 +287,11 @@ def arm_scores(rows: list[dict[str, np.ndarray]], seed: int | tuple[int, ...] = 
     k = len(rows)
     if k == 1:
         return dict(rows[0])
-    b = len(rows[0][DELTA_KEYS[0]])
+    b = len(next(iter(rows[0].values())))
     draws = np.random.default_rng(seed).integers(0, k, size=(b, k))
     scale = np.sqrt(k / (k - 1))
     out = {}
-    for key in DELTA_KEYS:
+    for key in rows[0]:
         s = np.stack([r[key] for r in rows])  # (seeds, resamples)
         mean = s.mean(0)
         out[key] = mean + scale * (s[draws, np.arange(b)[:, None]].mean(1) - mean)

@@ -1,4 +1,5 @@
-"""COCO-style box evaluation of a YOLO-format dataset: ground truth, ignored regions, and AP read from the eval arrays.
+"""COCO-style box evaluation of a YOLO-format dataset: ground truth, ignored regions, compare's evaluation
+(matching.py, pycocotools' rules) and the metrics read from its arrays; the libraries run as references beside it.
 
 Ignored regions follow the VisDrone toolkit: a ground-truth box or a detection whose area is at least half covered
 by the image's ignored regions (their union) is ignored. Ignored ground truth stays in the COCO file as `iscrowd: 1`
@@ -18,9 +19,9 @@ import numpy as np
 from ..data.yolo import image_size, label_path, read_labels, read_regions, to_xywh
 from ..data.yolo import load_data_yaml  # noqa: F401  (eval.compare reads data YAMLs through this module)
 from ..errors import InputError
+from . import buckets, matching
 
 MAX_DETS = (100, 500)  # VisDrone images hold hundreds of objects: 100 alone truncates recall
-AREAS = ("all", "small", "medium", "large")  # pycocotools' areaRngLbl order
 IGNORE_COVERAGE = 0.5
 
 
@@ -80,7 +81,7 @@ def drop_ignored(detections: list[dict], gt: dict) -> list[dict]:
 
 
 def _backend(name: str):
-    """(COCO, COCOeval) classes of an evaluation backend."""
+    """(COCO, COCOeval) classes of a library evaluator."""
     if name == "pycocotools":
         from pycocotools.coco import COCO
         from pycocotools.cocoeval import COCOeval
@@ -94,7 +95,7 @@ def _backend(name: str):
 
 
 def available_backends() -> list[str]:
-    """pycocotools always; faster-coco-eval when installed (both are run and must agree)."""
+    """Library evaluators installed: pycocotools always, faster-coco-eval with the [eval] extra."""
     try:
         import faster_coco_eval  # noqa: F401
     except ImportError:
@@ -102,8 +103,15 @@ def available_backends() -> list[str]:
     return ["pycocotools", "faster_coco_eval"]
 
 
-def run_cocoeval(gt: dict, detections: list[dict], backend: str = "pycocotools"):
-    """Evaluated-and-accumulated COCOeval (bbox) with maxDets 1, 10, 100, 500; its chatter is swallowed."""
+def evaluate(gt: dict, detections: list[dict], sizes: str = buckets.SIZES[0], progress=None) -> matching.Evaluation:
+    """compare's evaluation: pycocotools' rules with COCO's and/or AI-TOD's size buckets, at maxDets MAX_DETS, with
+    the per-image matches the bootstrap and the error breakdown read (matching.py)."""
+    return matching.evaluate(gt, detections, buckets.buckets(sizes), MAX_DETS, progress)
+
+
+def run_cocoeval(gt: dict, detections: list[dict], backend: str = "pycocotools", sizes: str | None = None):
+    """A library's evaluated-and-accumulated COCOeval (bbox) with maxDets 1, 10, 100, 500 and COCO's area ranges
+    (or the buckets of `sizes`); its chatter is swallowed. The reference compare's own evaluation is checked with."""
     COCO, COCOeval = _backend(backend)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -117,9 +125,23 @@ def run_cocoeval(gt: dict, detections: list[dict], backend: str = "pycocotools")
             coco_dt.createIndex()
         e = COCOeval(coco_gt, coco_dt, "bbox")
         e.params.maxDets = [1, 10, *MAX_DETS]
+        if sizes is not None:
+            e.params.areaRng = [list(b.area) for b in buckets.buckets(sizes)]
+            e.params.areaRngLbl = [b.key for b in buckets.buckets(sizes)]
         e.evaluate()
         e.accumulate()
     return e
+
+
+def cross_check(gt: dict, detections: list[dict], e: matching.Evaluation, backend: str) -> float:
+    """Largest difference between compare's precision and recall arrays and those of a library evaluator run on
+    the same detections with the same buckets (0 for pycocotools: the same rules to the last bit)."""
+    sizes = next(s for s in buckets.SIZES if buckets.buckets(s) == e.buckets)
+    ref = run_cocoeval(gt, detections, backend, sizes)
+    m = [list(ref.params.maxDets).index(md) for md in e.params.maxDets]
+    diffs = [np.abs(np.asarray(ref.eval["precision"])[..., m] - e.eval["precision"]),
+             np.abs(np.asarray(ref.eval["recall"])[..., m] - e.eval["recall"])]
+    return float(max(d.max(initial=0.0) for d in diffs))
 
 
 def _mean(values: np.ndarray) -> float | None:
@@ -129,48 +151,27 @@ def _mean(values: np.ndarray) -> float | None:
 
 
 def metrics(e) -> dict:
-    """AP/AR per maxDets and per-class AP_small (at the largest maxDets), read from the eval arrays."""
+    """Every metric of buckets.keys per maxDets (of compare's MAX_DETS) and per-class AP_small (at the largest), read
+    from the accumulated arrays of an evaluation: compare's own (matching.Evaluation) or a library COCOeval."""
     p, precision, recall = e.params, np.asarray(e.eval["precision"]), np.asarray(e.eval["recall"])
-    a = {name: i for i, name in enumerate(AREAS)}
-    t50, t75 = (int(np.argmin(np.abs(np.asarray(p.iouThrs) - t))) for t in (0.5, 0.75))
+    area = {label: i for i, label in enumerate(p.areaRngLbl)}
+    iou = np.asarray(p.iouThrs)
     out: dict = {"maxDets": {}}
     for md in MAX_DETS:
         m = list(p.maxDets).index(md)
-        row = {"AP": _mean(precision[:, :, :, a["all"], m]), "AP50": _mean(precision[t50, :, :, a["all"], m]),
-               "AP75": _mean(precision[t75, :, :, a["all"], m])}
-        row |= {f"AP_{s}": _mean(precision[:, :, :, a[s], m]) for s in AREAS[1:]}
-        row["AR"] = _mean(recall[:, :, a["all"], m])
-        row |= {f"AR_{s}": _mean(recall[:, :, a[s], m]) for s in AREAS[1:]}
+        row = {}
+        for key, metric, bucket in buckets.keys("both"):
+            if bucket.key not in area:
+                continue
+            t = slice(None) if metric.iou is None else int(np.argmin(np.abs(iou - metric.iou)))
+            a = area[bucket.key]
+            row[key] = _mean(precision[t, :, :, a, m] if metric.kind == "AP" else recall[t, :, a, m])
         out["maxDets"][str(md)] = row
     m = list(p.maxDets).index(MAX_DETS[-1])
-    cats = {c["id"]: c["name"] for c in e.cocoGt.dataset["categories"]}
-    out["per_class_AP_small"] = {cats[c]: _mean(precision[:, :, k, a["small"], m]) for k, c in enumerate(p.catIds)}
+    names = e.names if hasattr(e, "names") else [c["name"] for c in e.cocoGt.loadCats(p.catIds)]
+    out["per_class_AP_small"] = {n: _mean(precision[:, :, k, area["small"], m]) for k, n in enumerate(names)} \
+        if "small" in area else {}
     return out
-
-
-def evaluate(gt: dict, detections: list[dict], backends: list[str] | None = None) -> dict:
-    """Metrics from the first backend, with the largest disagreement of the others recorded."""
-    return summarize([run_cocoeval(gt, detections, b) for b in backends or available_backends()])
-
-
-def summarize(evals: list) -> dict:
-    """metrics() of the first evaluated COCOeval, with the backends and their largest disagreement."""
-    results = [metrics(e) for e in evals]
-    first = flatten(results[0])
-    diff = max((_distance(first[k], flatten(r)[k]) for r in results[1:] for k in first), default=0.0)
-    return results[0] | {"backends": [_backend_name(e) for e in evals], "backend_max_abs_diff": diff}
-
-
-def _backend_name(e) -> str:
-    """The backend an evaluated COCOeval comes from."""
-    return "faster_coco_eval" if type(e).__module__.startswith("faster_coco_eval") else "pycocotools"
-
-
-def _distance(a: float | None, b: float | None) -> float:
-    """|a - b|, where undefined (None) only matches undefined."""
-    if a is None or b is None:
-        return 0.0 if a is b else float("inf")
-    return abs(a - b)
 
 
 def flatten(m: dict) -> dict[str, float | None]:

@@ -1,9 +1,9 @@
 """`yolo-incep compare`: several models on one dataset split, COCO AP/AP_small side by side with their cost.
 
 Jobs live in their own modules: models.py (arms, loading, prediction, SAHI), ../cost.py (params, GFLOPs, latency),
-coco.py (evaluation), bootstrap.py (paired intervals), analysis.py (errors by size, PR curves, confusion), report.py
-(the typed report and its files). This module checks the settings, runs them in order and writes what was computed
-after every model.
+coco.py and matching.py (evaluation), bootstrap.py (paired intervals), analysis.py (errors by size, PR curves,
+confusion), report.py (the typed report and its files), progress.py (the progress bar). This module checks the
+settings, runs them in order and writes what was computed after every model.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from ..data.yolo import read_data_yaml, refuse_inside_dataset
 from ..errors import InputError
 from ..files import folder_lock
 from ..limits import check_device, check_image_memory
-from . import bootstrap, coco, predictions
+from . import bootstrap, buckets, coco, predictions
 from .analysis import Analysis
+from .progress import Progress
 from .models import has_sahi, load_model, max_stride, parse_arms, predict, predict_sliced
 from .report import CompareReport, Contrast, ModelRow, arm_summary, write_json, write_report
 from .report import format_table  # noqa: F401  (demo and scripts print the table through compare)
@@ -40,8 +41,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                    iou: float = 0.7, max_det: int = 500, slice_size: int = 0, slice_overlap: float = 0.2,
                    latency_runs: int = 10, resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
                    versus: dict[str, str] | None = None, verbose: bool = True,
-                   map_classes_by_index: bool = False, nms_free: bool = False,
-                   ids_by_position: bool = False) -> CompareReport:
+                   map_classes_by_index: bool = False, nms_free: bool = False, ids_by_position: bool = False,
+                   sizes: str = buckets.SIZES[0], cross_check: str | None = None) -> CompareReport:
     """Evaluate every model on one split and return the typed report (written to `out` when given).
 
     `models`: '[NAME=]SOURCE[,SOURCE...]' (checkpoint paths or model YAML names; several sources are one arm's
@@ -49,11 +50,19 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     non-baseline row and arm gets deltas with 95 % intervals from a paired bootstrap over images (`resamples`,
     `seed`); `versus` {arm: reference arm} adds those paired differences too (report.contrasts). Everything that
     can be checked is checked before the first prediction. `nms_free`: end-to-end models (YOLO26) predict with their
-    one-to-one head and no NMS, as `yolo val nms=False`; others with their only head and NMS, as always.
+    one-to-one head and no NMS, as `yolo val nms=False`; others with their only head and NMS, as always. `sizes`:
+    the size buckets ('coco', 'aitod' or 'both'). `cross_check` ('pycocotools' or 'faster_coco_eval'): also run
+    that library on every row and record (and warn about) the largest difference of the accumulated arrays.
+    A progress bar goes to stderr when it is a terminal and `verbose`.
     `ids_by_position`: a plain results file without compare's gt.json beside it has image id i = the i-th image.
     """
     check_settings(imgsz=imgsz, batch=batch, max_det=max_det, slice_size=slice_size, latency_runs=latency_runs,
                    conf=conf, iou=iou, slice_overlap=slice_overlap, resamples=resamples)
+    if sizes not in buckets.SIZES:
+        raise InputError(f"--sizes {sizes}: expected one of {', '.join(buckets.SIZES)}")
+    if cross_check is not None and cross_check not in coco.available_backends():
+        raise InputError(f"--cross-check {cross_check}: not installed or unknown (installed: "
+                         f"{', '.join(coco.available_backends())})")
     check_device(device)
     check_image_memory(imgsz, batch)  # a letterboxed batch, before any model is loaded
     if not models:
@@ -88,7 +97,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     gt = coco.build_gt(images, names)
     report = CompareReport(
         data=str(data), split=split, imgsz=imgsz, device=device_name(device), conf=conf, iou=iou, max_det=max_det,
-        nms_free=nms_free,
+        nms_free=nms_free, sizes=sizes,
         images=len(gt["images"]), classes=names, instances=sum(1 for a in gt["annotations"] if not a["iscrowd"]),
         ignored_instances=sum(a["iscrowd"] for a in gt["annotations"]),
         ignored_regions=sum(len(im["ignored_regions"]) for im in gt["images"]))
@@ -96,21 +105,26 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
         write_json(out / "gt.json", gt)
     counts = bootstrap.resample_counts(len(images), resamples, seed)
     scores: dict[str, dict] = {}  # row name -> metric -> value on each resample
+    n_rows = sum(len(a.sources) * (2 if slice_size and a.sources[0] not in saved else 1) for a in arms)
+    progress = Progress(n_rows, enabled=verbose)
     for arm in arms:
         for row_name, source in zip(arm.row_names(), arm.sources):
+            predict_s = fps = None  # nothing is predicted for saved detections
             if source in saved:
                 runs, lat, (params, gflops), slices = _saved_rows(
                     saved[source], row_name, arm.name, verbose,
                     dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, nms_free=nms_free))
-                predict_s = None  # nothing was predicted here
             else:
                 yolo = yolos[source]
                 params, gflops = model_cost(yolo.model, imgsz)
                 _log(verbose, f"{row_name}: {params:,} params, {gflops} GFLOPs; predicting {len(images)} images")
                 t = time.perf_counter()
-                runs = {row_name: predict(yolo, images, imgsz, device, batch, conf, iou, max_det,
-                                          nms=False if nms_free else None)}
-                predict_s = round(time.perf_counter() - t, 3)
+                with progress.phase(row_name, "predicting", len(images), "frame") as step:
+                    bar = {"progress": step} if progress.enabled else {}
+                    runs = {row_name: predict(yolo, images, imgsz, device, batch, conf, iou, max_det,
+                                              nms=False if nms_free else None, **bar)}
+                elapsed = time.perf_counter() - t
+                predict_s, fps = round(elapsed, 3), round(len(images) / elapsed, 3)
                 lat = {row_name: latency_ms(yolo.model, imgsz, device, reps=latency_runs)}
                 slices = {row_name: 0}
                 if slice_size:
@@ -121,28 +135,33 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                     slices[name] = slice_size
             for name, dets in runs.items():
                 kept = coco.drop_ignored(dets, gt)
-                evals = [coco.run_cocoeval(gt, kept, b) for b in coco.available_backends()]
-                scores[name] = bootstrap.Matching.from_cocoeval(evals[0]).scores(counts)
+                with progress.phase(name, "evaluating", len(images), "frame") as step:
+                    e = coco.evaluate(gt, kept, sizes, progress=step)
+                metrics = coco.metrics(e)
+                if cross_check:
+                    metrics["cross_check"] = _cross_check(gt, kept, e, cross_check, name)
+                with progress.phase(name, "resampling", resamples, "resample") as step:
+                    scores[name] = bootstrap.Matching.of(e).scores(counts, progress=step)
                 sliced = bool(slices[name])
                 arm_name = arm.name if not sliced or predictions.SLICED_NAME.search(arm.name) else \
                     f"{arm.name}+slice{slices[name]}"
                 row = ModelRow(name=name, source=source, arm=arm_name,
                                sliced=sliced, params=params, gflops=gflops, latency_ms=lat[name],
                                detections=len(kept), ignored_detections=len(dets) - len(kept),
-                               metrics=coco.summarize(evals), predict_s=None if sliced else predict_s,
-                               analysis=Analysis.of(evals[0], gt, kept))  # evals[0]: pycocotools' own matches
+                               metrics=metrics, predict_s=None if sliced else predict_s,
+                               predict_fps=None if sliced else fps,
+                               analysis=Analysis.of(e, gt, kept))
                 report.models.append(row)
-                _log(verbose, f"{name}: AP_small@500 {_fmt(row.flat['AP_small@500'])}")
-                if row.metrics["backend_max_abs_diff"] > 1e-4:  # both evaluators must agree; say so loudly if not
-                    _log(True, f"WARNING {name}: COCO backends {row.metrics['backends']} differ by up to "
-                               f"{row.metrics['backend_max_abs_diff']}")
+                progress.row_done()
+                _log(verbose, f"{name}: AP_small@500 {_fmt(row.flat.get('AP_small@500'))}"
+                              + ("" if row.predict_fps is None else f", {row.predict_fps:.2f} frames/s predicted"))
                 if out is not None:  # what was computed is on disk even if a later model fails
                     write_json(out / f"predictions_{name}.json", kept)
                     write_report(report, out)
     add_deltas(report, scores, versus, seed)
     report.bootstrap = {"resamples": resamples, "seed": seed, "images": len(images), "confidence": 0.95,
                         "method": "paired bootstrap over images (the same resampled images for every model), "
-                                  "percentile interval; per-image pycocotools matching re-accumulated per resample; "
+                                  "percentile interval; per-image COCO matching re-accumulated per resample; "
                                   "arms of several seeds also resample their seeds (two-stage, deviations scaled "
                                   "by sqrt(k/(k-1)))"}
     report.complete = True
@@ -150,6 +169,15 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
         write_report(report, out)
         _log(verbose, f"wrote {out / 'report.json'}")
     return report
+
+
+def _cross_check(gt: dict, kept: list[dict], e, backend: str, name: str) -> dict:
+    """The library's evaluation of one row beside compare's own: the largest difference of their accumulated
+    precision and recall arrays (any above 1e-9 is said loudly: pycocotools must agree to the last bit)."""
+    diff = coco.cross_check(gt, kept, e, backend)
+    if diff > 1e-9:
+        _log(True, f"WARNING {name}: {backend} differs from compare's evaluation by up to {diff:.3g}")
+    return {"backend": backend, "max_abs_diff": diff}
 
 
 def _saved_rows(saved: predictions.Predictions, row_name: str, arm_name: str, verbose: bool, settings: dict):
@@ -203,6 +231,8 @@ def add_deltas(report: CompareReport, scores: dict[str, dict], versus: dict[str,
 def _deltas(values: dict, base: dict, scores: dict, base_scores: dict) -> dict:
     out = {}
     for k in bootstrap.DELTA_KEYS:
+        if k not in values:  # a bucket family left out by --sizes
+            continue
         d = None if values[k] is None or base[k] is None else values[k] - base[k]
         out[k] = bootstrap.paired_delta(d, base_scores[k], scores[k])
     return out
@@ -304,6 +334,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a plain COCO results file without compare's gt.json beside it: its image_id i is the "
                              "split's i-th image, sorted by path (without this flag such a file is refused: nothing "
                              "in it says which images it is for)")
+    parser.add_argument("--sizes", choices=buckets.SIZES, default=buckets.SIZES[0],
+                        help="size buckets: COCO's (small < 32 px, medium, large), AI-TOD's (very tiny < 8 px, tiny "
+                             "8-16, small 16-32, medium >= 32) or both (default: both)")
+    parser.add_argument("--cross-check", choices=("pycocotools", "faster_coco_eval"), default=None,
+                        help="also evaluate every row with this library and record the largest difference to "
+                             "compare's own evaluation (default: none; compare follows pycocotools' rules)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines on stderr")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -314,6 +351,7 @@ def run(args: argparse.Namespace) -> int:
                                 max_det=args.max_det, slice_size=args.slice, slice_overlap=args.slice_overlap,
                                 latency_runs=args.latency_runs, resamples=args.resamples, seed=args.seed,
                                 versus=parse_versus(args.versus), map_classes_by_index=args.map_classes_by_index,
-                                nms_free=args.nms_free, ids_by_position=args.ids_by_position)
+                                nms_free=args.nms_free, ids_by_position=args.ids_by_position, sizes=args.sizes,
+                                cross_check=args.cross_check, verbose=not args.quiet)
     print(report)
     return 0

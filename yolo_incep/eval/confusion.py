@@ -77,22 +77,23 @@ def small_confusion(gt: dict, detections: list[dict], conf: float = 0.25, iou: f
         real = ious * ~crowd[None, :]
         match = np.full(len(d), -1)
         taken = crowd.copy()  # ignored boxes are never rows
+        reach = np.flatnonzero((real >= iou).any(1)) if len(g) else np.zeros(0, int)  # the others match nothing
         for same_class in (True, False):
-            for i in range(len(d)):
+            for i in reach:
                 if match[i] >= 0:
                     continue
                 cand = np.where(taken | ((g_cls != d_cls[i]) if same_class else False), 0.0, real[i])
-                if len(cand) and cand.max() >= iou:
+                if cand.max() >= iou:
                     match[i] = int(cand.argmax())
                     taken[match[i]] = True
         small = np.array([a["area"] < SMALL_AREA for a in g], bool)
-        for i, j in enumerate(match):
-            if j >= 0 and small[j]:
-                counts[g_cls[j], d_cls[i]] += 1
-            elif j < 0 and d[i]["bbox"][2] * d[i]["bbox"][3] < SMALL_AREA and not (ious[i] >= iou).any():
-                counts[-1, d_cls[i]] += 1  # on no box at all (a duplicate or an ignored box is not background)
-        for j in np.flatnonzero(small & ~taken):
-            counts[g_cls[j], -1] += 1
+        hit = np.flatnonzero(match >= 0)
+        hit = hit[small[match[hit]]]
+        np.add.at(counts, (g_cls[match[hit]], d_cls[hit]), 1)
+        area = np.array([x["bbox"][2] * x["bbox"][3] for x in d]).reshape(-1)
+        lone = (match < 0) & (area < SMALL_AREA) & ~(ious >= iou).any(1)  # on no box at all (a duplicate or an
+        np.add.at(counts, (-1, d_cls[lone]), 1)  # ignored box is not background)
+        np.add.at(counts, (g_cls[small & ~taken], -1), 1)
     return Confusion(names, counts, conf, iou)
 
 

@@ -10,8 +10,8 @@ and every ground-truth box that no detection matched and no loc/cls error could 
 type costs is AP50 with that type fixed (a loc/cls error becomes the hit of its box when it is that box's
 highest-scoring fixer, other errors of the type are dropped, fixed misses leave the ground truth) minus AP50.
 
-Matching, ignored boxes and size buckets are pycocotools' own (its per-image matches at IoU 0.5 are reused), so
-the base of each bucket is exactly COCO's AP50 for that bucket; a detection COCO ignores (on an ignored box, or
+Matching, ignored boxes and size buckets are COCO's own (compare's evaluation, matching.py: its per-image matches at
+IoU 0.5 are reused), so the base of each bucket is exactly COCO's AP50 for that bucket; a detection COCO ignores (on an ignored box, or
 unmatched and outside the bucket's area range) is no error, and a fix onto a box outside the bucket drops the
 detection, as COCO would then ignore it. Two choices follow COCO rather than TIDE: the detection cap is COCO's
 (maxDets per class per image, not per image), and a class only counts where the bucket holds its ground truth.
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .matching import FP, IGNORED, TP
+
 ERROR_TYPES = ("cls", "loc", "both", "dupe", "bkg", "miss")
 POS_IOU, BG_IOU = 0.5, 0.1  # TIDE's foreground and background thresholds
 RECALLS = np.linspace(0, 1, 101)  # COCO's grid (TIDE's is k / 100: equal up to float rounding of 0.3, 0.7, ...)
@@ -28,111 +30,71 @@ _NONE, _TYPE = -1, {t: i for i, t in enumerate(ERROR_TYPES)}
 
 
 def breakdown(e, pos: float = POS_IOU, bg: float = BG_IOU) -> dict[str, dict[str, float | None]]:
-    """{bucket: {'AP50': COCO's AP at IoU `pos`, 'cls': AP gained by fixing cls errors, ...}} per pycocotools area
-    range ('all', 'small', 'medium', 'large') of an evaluated (evaluate() run) pycocotools COCOeval, at its largest
-    maxDets; None where the bucket holds no ground truth."""
-    p = e.params
-    t = int(np.argmin(np.abs(np.asarray(p.iouThrs) - pos)))
-    if abs(p.iouThrs[t] - pos) > 1e-9:
-        raise ValueError(f"IoU {pos} is not among the evaluation's thresholds {list(p.iouThrs)}")
-    n_img = len(p.imgIds)
+    """{bucket: {'AP50': COCO's AP at IoU `pos`, 'cls': AP gained by fixing cls errors, ...}} per size bucket of an
+    evaluation (matching.Evaluation: 'all', then COCO's and/or AI-TOD's buckets), at its largest maxDets; None where
+    the bucket holds no ground truth."""
+    t = int(np.argmin(np.abs(np.asarray(e.params.iouThrs) - pos)))
+    if abs(e.params.iouThrs[t] - pos) > 1e-9:
+        raise ValueError(f"IoU {pos} is not among the evaluation's thresholds {list(e.params.iouThrs)}")
+    d, truth = e.dets, e.truth
+    real = ~truth.crowd  # ignored boxes: COCO neither counts nor penalises them, TIDE likewise
+    best_iou = np.maximum(d.same_iou, d.other_iou)
+    pd, pg, pv = e.pairs
+    close = (pv >= pos) & real[pg]  # same-class overlaps that could make a duplicate
+    order = np.lexsort((d.rank, d.image, -d.score))  # COCO's order: score, then image, then rank in image
     out = {}
-    for a, label in enumerate(p.areaRngLbl):
-        per_image: dict[int, list[dict]] = {}
-        for k in range(len(p.catIds)):
-            for ev in e.evalImgs[(k * len(p.areaRng) + a) * n_img:(k * len(p.areaRng) + a + 1) * n_img]:
-                if ev is not None:
-                    per_image.setdefault(ev["image_id"], []).append(ev)
-        out[label] = _bucket(e, per_image, t, pos, bg, {c: i for i, c in enumerate(p.imgIds)})
+    for a, bucket in enumerate(e.buckets):
+        status = np.full(len(d.image), IGNORED, np.int8)
+        for (k, a_), g in e.groups.items():
+            if a_ == a:
+                status[g.det] = g.status[t]
+        used = truth.matched[t, a] & real
+        counted = ~truth.ignored[a] & real
+        out[bucket.key] = _bucket(d, truth, status, used, counted, best_iou, (pd[close], pg[close], pv[close]),
+                                  order, len(e.names), pos, bg)
     return out
 
 
-def _bucket(e, per_image: dict[int, list[dict]], t: int, pos: float, bg: float, img_rank: dict) -> dict:
-    """The breakdown of one area range from its pycocotools per-image, per-class matches."""
-    cats = {c: k for k, c in enumerate(e.params.catIds)}
-    cols = {n: [] for n in ("cls", "score", "img", "rank", "tp", "err", "fix_cls", "fix_tp")}
-    npig = np.zeros(len(cats), int)
-    missed = np.zeros(len(cats), int)
-    for image_id, evs in per_image.items():
-        d = _image(e, evs, t, pos, bg, cats)
-        d["img"] = np.full(len(d["cls"]), img_rank[image_id])
-        for n in cols:
-            cols[n].append(d[n])
-        npig += np.bincount(d["gt_cls"][d["counted"]], minlength=len(cats))
-        missed += np.bincount(d["gt_cls"][d["missed"]], minlength=len(cats))
-    c = {n: np.concatenate(v) if v else np.zeros(0) for n, v in cols.items()}
-    order = np.lexsort((c["rank"], c["img"], -c["score"]))  # COCO's order: score, then image, then rank in image
-    c = {n: v[order] for n, v in c.items()}
-    classes = np.flatnonzero(npig > 0)
-    if not len(classes):
+def _bucket(d, truth, status, used, counted, best_iou, close, order, classes: int, pos: float, bg: float) -> dict:
+    """The breakdown of one bucket from every detection's status at IoU `pos` (matching's FP/TP/IGNORED)."""
+    tp, fp = status == TP, status == FP
+    pd, pg, _ = close
+    on_used = used[pg]
+    dupe = np.zeros(len(tp), bool)
+    dupe[pd[on_used]] = True  # overlaps >= pos a box of its class that another detection took
+    err = np.select([fp & (bg <= d.same_iou) & (d.same_iou <= pos), fp & (d.other_iou >= pos), fp & dupe,
+                     fp & (best_iou <= bg), fp],
+                    [_TYPE["loc"], _TYPE["cls"], _TYPE["dupe"], _TYPE["bkg"], _TYPE["both"]], _NONE)
+    target = np.where(err == _TYPE["loc"], d.same_gt, np.where(err == _TYPE["cls"], d.other_gt, -1))
+    fixer = (target >= 0) & ~used[np.maximum(target, 0)]  # loc/cls errors on a box nobody matched
+    # TIDE fixes only the highest-scoring such error of each box (the first in score order); the others are dropped
+    cand = np.flatnonzero(fixer)
+    cand = cand[np.lexsort((cand, -d.score[cand], target[cand]))]
+    first = cand[np.r_[True, target[cand][1:] != target[cand][:-1]]] if len(cand) else cand
+    best = np.zeros(len(tp), bool)
+    best[first] = True
+    usable = np.zeros(len(used), bool)
+    usable[target[fixer]] = True
+    fix_cls = np.where(target >= 0, truth.cat[np.maximum(target, 0)], d.cat)
+    fix_tp = best & counted[np.maximum(target, 0)] & (target >= 0)  # a fix onto a box outside the bucket: ignored
+    npig = np.bincount(truth.cat[counted], minlength=classes)
+    missed = np.bincount(truth.cat[counted & ~used & ~usable], minlength=classes)
+    keep = order[(tp | fp)[order]]  # counted detections in COCO's order; COCO's ignored ones count for nothing
+    cls, tp, err, fix_cls, fix_tp = d.cat[keep], tp[keep], err[keep], fix_cls[keep], fix_tp[keep]
+    present = np.flatnonzero(npig > 0)
+    if not len(present):
         return {"AP50": None} | dict.fromkeys(ERROR_TYPES)
-    base = _map(c["cls"], c["tp"].astype(bool), npig, classes)
+    base = _map(cls, tp, npig, present)
     out = {"AP50": base}
     for name in ERROR_TYPES:
         if name == "miss":
-            out[name] = max(_map(c["cls"], c["tp"].astype(bool), npig - missed, classes) - base, 0.0)
+            out[name] = max(_map(cls, tp, npig - missed, present) - base, 0.0)
             continue
-        hit = c["err"] == _TYPE[name]
-        fixed = hit & c["fix_tp"].astype(bool)
-        keep = ~hit | fixed
-        cls = np.where(fixed, c["fix_cls"], c["cls"])[keep]
-        out[name] = max(_map(cls, (c["tp"].astype(bool) | fixed)[keep], npig, classes) - base, 0.0)  # TIDE clips
-    return out
-
-
-def _image(e, evs: list[dict], t: int, pos: float, bg: float, cats: dict) -> dict:
-    """Outcome and error type of each counted detection, and the boxes, of one image in one area range."""
-    from pycocotools import mask as mask_utils
-
-    dt_ids, dt_cls, dt_rank, dt_match, dt_ign = [], [], [], [], []
-    gt_ids, gt_cls, gt_counted, gt_used = [], [], [], []
-    for ev in evs:
-        k = cats[ev["category_id"]]
-        dt_ids += ev["dtIds"]
-        dt_cls += [k] * len(ev["dtIds"])
-        dt_rank += range(len(ev["dtIds"]))
-        dt_match += list(ev["dtMatches"][t] > 0)
-        dt_ign += list(ev["dtIgnore"][t].astype(bool))
-        for g, ign, m in zip(ev["gtIds"], ev["gtIgnore"], ev["gtMatches"][t]):
-            if not e.cocoGt.anns[g]["iscrowd"]:  # ignored boxes: COCO neither counts nor penalises, TIDE likewise
-                gt_ids.append(g)
-                gt_cls.append(k)
-                gt_counted.append(not ign)
-                gt_used.append(m > 0)
-    dt_cls, gt_cls = np.array(dt_cls, int), np.array(gt_cls, int)
-    gt_counted, gt_used = np.array(gt_counted, bool), np.array(gt_used, bool)
-    score = np.array([e.cocoDt.anns[i]["score"] for i in dt_ids], float)
-    tp = np.array(dt_match, bool) & ~np.array(dt_ign, bool)
-    fp = ~np.array(dt_match, bool) & ~np.array(dt_ign, bool)
-    # a zero-IoU dummy box (class -1) keeps every max/argmax defined when the image has no ground truth
-    iou = np.zeros((len(dt_ids), len(gt_ids) + 1))
-    if dt_ids and gt_ids:
-        boxes = [e.cocoDt.anns[i]["bbox"] for i in dt_ids], [e.cocoGt.anns[i]["bbox"] for i in gt_ids]
-        iou[:, :-1] = mask_utils.iou(*boxes, [0] * len(gt_ids))
-    same = dt_cls[:, None] == np.append(gt_cls, -1)[None, :]
-    s_iou, o_iou = iou * same, iou * ~same
-    s_arg, o_arg = s_iou.argmax(1), o_iou.argmax(1)
-    s_max, o_max = s_iou.max(1), o_iou.max(1)
-    dupe_iou = (s_iou * np.append(gt_used, False)[None, :]).max(1)
-    err = np.select([fp & (bg <= s_max) & (s_max <= pos), fp & (o_max >= pos), fp & (dupe_iou >= pos),
-                     fp & (iou.max(1) <= bg), fp],
-                    [_TYPE["loc"], _TYPE["cls"], _TYPE["dupe"], _TYPE["bkg"], _TYPE["both"]], _NONE)
-    target = np.where(err == _TYPE["loc"], s_arg, np.where(err == _TYPE["cls"], o_arg, -1))
-    fixer = (target >= 0) & ~np.append(gt_used, True)[target]  # loc/cls errors on a box nobody matched
-    # TIDE fixes only the highest-scoring such error of each box (first in score order); the others are dropped
-    best = np.zeros(len(dt_ids), bool)
-    cand = np.flatnonzero(fixer)
-    if len(cand):
-        cand = cand[np.argsort(-score[cand], kind="stable")]
-        best[cand[np.unique(target[cand], return_index=True)[1]]] = True
-    usable = np.zeros(len(gt_ids), bool)
-    usable[target[fixer]] = True
-    fix_cls = np.where(target >= 0, np.append(gt_cls, -1)[target], dt_cls)
-    fix_tp = best & np.append(gt_counted, False)[target]  # a fix onto a box outside the bucket: COCO ignores it
-    k = tp | fp  # COCO's ignored detections count for nothing
-    return {"cls": dt_cls[k], "score": score[k], "rank": np.array(dt_rank, int)[k], "tp": tp[k], "err": err[k],
-            "fix_cls": fix_cls[k], "fix_tp": fix_tp[k], "gt_cls": gt_cls, "counted": gt_counted,
-            "missed": gt_counted & ~gt_used & ~usable}
+        hit = err == _TYPE[name]
+        fixed = hit & fix_tp
+        kept = ~hit | fixed
+        out[name] = max(_map(np.where(fixed, fix_cls, cls)[kept], (tp | fixed)[kept], npig, present) - base, 0.0)
+    return out  # TIDE clips each gain at 0
 
 
 def _map(cls: np.ndarray, tp: np.ndarray, npig: np.ndarray, classes: np.ndarray) -> float:

@@ -168,11 +168,12 @@ def predictor_class() -> type:
 
 
 def predict(yolo, images: list[Path], imgsz: int, device: str, batch: int, conf: float, iou: float,
-            max_det: int, nms: bool | None = None) -> list[dict]:
+            max_det: int, nms: bool | None = None, progress=None) -> list[dict]:
     """COCO results of whole-image inference, `batch` images at a time; image ids are 1-based positions in `images`.
 
     `nms` is Ultralytics' own setting: None (its default) predicts with the one-to-many branch and NMS, False with
-    an end-to-end model's NMS-free one-to-one head (the head keeps the top max(max_det, 300), then max_det)."""
+    an end-to-end model's NMS-free one-to-one head (the head keeps the top max(max_det, 300), then max_det).
+    `progress(n)`, if given, is called with the number of images of each finished batch."""
     ids = {str(p.absolute()): i for i, p in enumerate(images, 1)}  # results are keyed by path, whatever their order
     out = []
     # Ultralytics reads a list source into memory and infers it as one batch, whatever `batch` says: the 60 val
@@ -186,6 +187,8 @@ def predict(yolo, images: list[Path], imgsz: int, device: str, batch: int, conf:
                               predictor=predictor_class()):
             b = r.boxes
             out += [_result(ids[r.path], *row) for row in zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
+        if progress is not None:
+            progress(len(chunk))
     return out
 
 

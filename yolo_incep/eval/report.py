@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..files import atomic_write_bytes
-from . import coco
+from . import buckets, coco
 from .analysis import Analysis, table_rows, write_files
-from .bootstrap import DELTA_KEYS, Delta
-
-TABLE_METRICS = ("AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR")
+from .bootstrap import DELTA_KEYS, Delta, delta_keys
 
 
 @dataclass
@@ -31,8 +29,9 @@ class ModelRow:
     latency_ms: float | None
     detections: int
     ignored_detections: int
-    metrics: dict  # coco.evaluate(): "maxDets" {"100": {...}, "500": {...}}, "per_class_AP_small", backends
+    metrics: dict  # coco.metrics(): "maxDets" {"100": {...}, "500": {...}}, "per_class_AP_small" (+ "cross_check")
     predict_s: float | None = None
+    predict_fps: float | None = None  # frames per second of whole-frame prediction (a checkpoint's rows only)
     delta: dict[str, Delta] | None = None  # against the baseline arm; None for the baseline's own rows
     analysis: Analysis | None = None  # errors by size, PR curves, small-object confusion
 
@@ -46,7 +45,7 @@ class ModelRow:
         out = {"name": self.name, "source": self.source, "sliced": self.sliced, "params": self.params,
                "gflops": self.gflops, "latency_ms": self.latency_ms, "detections": self.detections,
                "ignored_detections": self.ignored_detections}
-        out |= {} if self.predict_s is None else {"predict_s": self.predict_s}
+        out |= {} if self.predict_s is None else {"predict_s": self.predict_s, "predict_fps": self.predict_fps}
         out |= self.metrics | {"arm": self.arm} | _deltas_json(self.delta)
         return out | ({} if self.analysis is None else self.analysis.to_json())
 
@@ -111,6 +110,7 @@ class CompareReport:
     bootstrap: dict | None = None  # resamples, seed, method (None until the deltas are computed)
     complete: bool = False  # False while models are still being evaluated (or after a failure): the rows so far
     nms_free: bool = False  # end-to-end models scored on their one-to-one head, without NMS (compare --nms-free)
+    sizes: str = buckets.SIZES[0]  # size buckets: 'coco', 'aitod' or 'both' (compare --sizes)
 
     def to_json(self) -> dict:
         """report.json: the keys of earlier versions in their order, then 'arms', 'bootstrap', 'complete'."""
@@ -122,7 +122,9 @@ class CompareReport:
                            "(sliced rows: median ms per image end to end)",
                 "models": [m.to_json() | _analysis_delta(m, baseline(self, m)) for m in self.models],
                 "arms": [a.to_json() for a in self.arms], "contrasts": [c.to_json() for c in self.contrasts],
-                "bootstrap": self.bootstrap, "complete": self.complete, "nms_free": self.nms_free}
+                "bootstrap": self.bootstrap, "complete": self.complete, "nms_free": self.nms_free,
+                "sizes": {b.key: {"label": b.label, "area_px2": list(b.area)} for b in buckets.sized(self.sizes)},
+                "evaluator": "compare's own (yolo_incep.eval.matching): pycocotools' rules, tested equal to it"}
 
     def __str__(self) -> str:
         return format_table(self)
@@ -142,7 +144,7 @@ def _analysis_delta(m: ModelRow, base: ModelRow) -> dict:
 def arm_summary(name: str, rows: list[ModelRow]) -> ArmSummary:
     """Mean and spread of an arm's rows over DELTA_KEYS (None where a row has no value)."""
     mean, sd = {}, {}
-    for k in DELTA_KEYS:
+    for k in (k for k in DELTA_KEYS if k in rows[0].flat):  # the buckets of --sizes
         values = [r.flat[k] for r in rows]
         ok = None not in values
         mean[k] = round(statistics.fmean(values), 6) if ok else None
@@ -180,23 +182,26 @@ def format_table(report: CompareReport) -> str:
     cols = _columns(report)
     base = [m for m in report.models if not m.sliced][:1] or report.models[:1]
     lines: list[list[str]] = [["", *[c[0] for c in cols]]]
-    for label, attr, scale in (("params (M)", "params", 1e-6), ("GFLOPs", "gflops", 1),
-                               ("latency ms/img", "latency_ms", 1)):
+    costs = [("params (M)", "params", 1e-6), ("GFLOPs", "gflops", 1), ("latency ms/img", "latency_ms", 1)]
+    if any(m.predict_fps for m in report.models):
+        costs.append(("predict frames/s", "predict_fps", 1))
+    for label, attr, scale in costs:
         b = _cost(base, attr, scale) if base else None
         lines.append([label, *[_cost_cell(_cost(rows, attr, scale), b, rows == base) for _, rows, _ in cols]])
     for md in coco.MAX_DETS:
-        for k in TABLE_METRICS:
+        for k, _, _ in buckets.keys(report.sizes):
             key = f"{k}@{md}"
-            lines.append([key, *[_metric_cell(key, rows, arm) for _, rows, arm in cols]])
+            if any(key in m.flat for m in report.models):
+                lines.append([key, *[_metric_cell(key, rows, arm) for _, rows, arm in cols]])
     base_flat = base[0].flat if base else {}
-    for c in report.classes:
+    for c in report.classes if any(b.key == "small" for b in buckets.sized(report.sizes)) else ():
         key = f"AP_small[{c}]"
         cells = []
         for _, rows, arm in cols:
             if arm:  # per-class values are not bootstrapped: seed rows only
                 cells.append("")
                 continue
-            v, b = rows[0].flat[key], base_flat.get(key)
+            v, b = rows[0].flat.get(key), base_flat.get(key)
             cells.append(_fmt(v) if v is None or b is None or rows == base else f"{v:.3f} ({v - b:+.3f})")
         lines.append([f"{key}@{coco.MAX_DETS[-1]}", *cells])
     if any(m.analysis for m in report.models):  # seed rows only, as per-class values
@@ -227,11 +232,11 @@ def _cost_cell(v: float | None, base: float | None, baseline: bool) -> str:
 def _metric_cell(key: str, rows: list[ModelRow], arm: ArmSummary | None) -> str:
     """A row's value, or an arm's mean±sd, with its delta and interval where one was computed."""
     if arm is not None:
-        v, sd, delta = arm.mean[key], arm.sd[key], (arm.delta or {}).get(key)
+        v, sd, delta = arm.mean.get(key), arm.sd.get(key), (arm.delta or {}).get(key)
         text = _fmt(v) if v is None or sd is None else f"{v:.3f}±{sd:.3f}"
     else:
         row = rows[0]
-        v, delta = row.flat[key], (row.delta or {}).get(key)
+        v, delta = row.flat.get(key), (row.delta or {}).get(key)
         text = _fmt(v)
     return text if v is None or delta is None else f"{text} ({delta})"
 
@@ -242,12 +247,12 @@ def csv_text(report: CompareReport) -> str:
     for m in report.models:
         rows.append({"name": m.name, "arm": m.arm, "seeds": 1, "source": m.source, "sliced": m.sliced,
                      "params": m.params, "gflops": m.gflops, "latency_ms": m.latency_ms} | m.flat
-                    | _delta_columns(m.delta) | _analysis_columns(m, baseline(report, m)))
+                    | _delta_columns(m.delta, report.sizes) | _analysis_columns(m, baseline(report, m)))
     for a in report.arms:
         if len(a.rows) > 1:
             rows.append({"name": f"{a.name} mean", "arm": a.name, "seeds": len(a.rows), "source": " ".join(a.rows),
                          "sliced": a.sliced} | a.mean | {f"sd_{k}": v for k, v in a.sd.items()}
-                        | _delta_columns(a.delta))
+                        | _delta_columns(a.delta, report.sizes))
     fields = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -264,9 +269,9 @@ def _analysis_columns(m: ModelRow, base: ModelRow) -> dict:
     return flat | {f"delta_{k}": None if v is None or b.get(k) is None else round(v - b[k], 6) for k, v in flat.items()}
 
 
-def _delta_columns(delta: dict[str, Delta] | None) -> dict:
+def _delta_columns(delta: dict[str, Delta] | None, sizes: str) -> dict:
     out = {}
-    for k in DELTA_KEYS:
+    for k in delta_keys(sizes):
         d = (delta or {}).get(k)
         lo, hi = d.ci95 if d is not None and d.ci95 is not None else (None, None)
         out |= {f"delta_{k}": None if d is None else d.value, f"delta_{k}_lo": lo, f"delta_{k}_hi": hi}
@@ -281,7 +286,8 @@ def plot_png(report: CompareReport) -> bytes:
 
 
 def ap_figure(report: CompareReport):
-    """Grouped bars of AP_small/medium/large per arm (mean over seeds), one panel per maxDets.
+    """Grouped bars of AP per size bucket and arm (mean over seeds): a row of panels per bucket family (COCO's,
+    AI-TOD's), a column per maxDets.
 
     Error bars: the 95 % interval of the paired difference to the baseline, placed on the model's bar (baseline
     value + interval). A size with no ground truth (pycocotools' -1) has no bar and is marked 'n/a', never 0.
@@ -289,45 +295,50 @@ def ap_figure(report: CompareReport):
     from matplotlib.figure import Figure  # no pyplot: the global backend stays untouched
 
     arms = report.arms or [arm_summary(m.name, [m]) for m in report.models]
-    sizes = coco.AREAS[1:]
-    fig = Figure(figsize=(4 + 2.5 * len(arms), 4), layout="constrained")
-    axes = fig.subplots(1, len(coco.MAX_DETS), sharey=True, squeeze=False)[0]
+    families = [[b for b in buckets.sized(report.sizes) if b.family == f]
+                for f in dict.fromkeys(b.family for b in buckets.sized(report.sizes))]
+    fig = Figure(figsize=(4 + 2.5 * len(arms), 4 * len(families)), layout="constrained")
+    grid = fig.subplots(len(families), len(coco.MAX_DETS), sharey=True, squeeze=False)
     width = 0.8 / len(arms)
-    for ax, md in zip(axes, coco.MAX_DETS):
-        for i, s in enumerate(sizes):
-            key = f"AP_{s}@{md}"
-            if all(a.mean[key] is None for a in arms):  # undefined depends on the ground truth alone
-                ax.text(i, 0.002, "no ground truth\nof this size", ha="center", va="bottom", fontsize=7, color="0.4")
-                continue
-            for j, a in enumerate(arms):
-                x, v, d = i + (j - (len(arms) - 1) / 2) * width, a.mean[key], (a.delta or {}).get(key)
-                if v is None:
+    for axes, sizes in zip(grid, families):
+        for ax, md in zip(axes, coco.MAX_DETS):
+            for i, bucket in enumerate(sizes):
+                key = f"AP_{bucket.key}@{md}"
+                if all(a.mean.get(key) is None for a in arms):  # undefined depends on the ground truth alone
+                    ax.text(i, 0.002, "no ground truth\nof this size", ha="center", va="bottom", fontsize=7,
+                            color="0.4")
                     continue
-                err = None
-                if d is not None and d.ci95 is not None and d.value is not None:
-                    err = [[max(0.0, d.value - d.ci95[0])], [max(0.0, d.ci95[1] - d.value)]]
-                label = a.name + (f" (mean of {len(a.rows)})" if len(a.rows) > 1 else "")
-                bar = ax.bar([x], [v], width, color=f"C{j}", label=label, yerr=err, capsize=2)
-                ax.bar_label(bar, fmt="%.3f", fontsize=7)
-        ax.set_xticks(range(len(sizes)), list(sizes))
-        ax.set_xlim(-0.5, len(sizes) - 0.5)
-        ax.set_title(f"AP by object size, maxDets {md}")
-        ax.set_ylim(0, max(0.05, ax.get_ylim()[1]))  # AP noise of 1e-6 must not fill the axis like a result
-    axes[0].set_ylabel("AP@[.5:.95]")
-    handles, labels = axes[-1].get_legend_handles_labels()
-    axes[-1].legend(handles[:len(arms)], labels[:len(arms)], fontsize=8)
+                for j, a in enumerate(arms):
+                    x, v, d = i + (j - (len(arms) - 1) / 2) * width, a.mean[key], (a.delta or {}).get(key)
+                    if v is None:
+                        continue
+                    err = None
+                    if d is not None and d.ci95 is not None and d.value is not None:
+                        err = [[max(0.0, d.value - d.ci95[0])], [max(0.0, d.ci95[1] - d.value)]]
+                    label = a.name + (f" (mean of {len(a.rows)})" if len(a.rows) > 1 else "")
+                    bar = ax.bar([x], [v], width, color=f"C{j}", label=label, yerr=err, capsize=2)
+                    ax.bar_label(bar, fmt="%.3f", fontsize=7)
+            ax.set_xticks(range(len(sizes)), [b.label for b in sizes], fontsize=7)
+            ax.set_xlim(-0.5, len(sizes) - 0.5)
+            ax.set_title(f"AP by object size, maxDets {md}")
+            ax.set_ylim(0, max(0.05, ax.get_ylim()[1]))  # AP noise of 1e-6 must not fill the axis like a result
+        axes[0].set_ylabel("AP@[.5:.95]")
+    handles, labels = grid[0, -1].get_legend_handles_labels()
+    grid[0, -1].legend(handles[:len(arms)], labels[:len(arms)], fontsize=8)
     if report.bootstrap:
         fig.suptitle("error bars: 95 % paired-bootstrap interval of the difference to the baseline", fontsize=8)
     return fig
 
 
 def write_report(report: CompareReport, out: Path) -> None:
-    """report.json, report.csv, ap_by_size.png, pr_by_size.png and confusion_small.csv, each written atomically
-    (report.json last)."""
+    """report.csv, confusion_small.csv and report.json, each written atomically (report.json last); once the report
+    is complete, also the figures ap_by_size.png and pr_by_size.png (a second each: not after every model)."""
     atomic_write_bytes(out / "report.csv", csv_text(report))
-    atomic_write_bytes(out / "ap_by_size.png", plot_png(report))
-    write_files({m.name: m.analysis for m in report.models if m.analysis is not None}, out)
-    atomic_write_bytes(out / "report.json", json.dumps(report.to_json(), indent=2))
+    write_files({m.name: m.analysis for m in report.models if m.analysis is not None}, out, report.complete)
+    if report.complete:
+        atomic_write_bytes(out / "ap_by_size.png", plot_png(report))
+    # compact: kept reports count against the repository's size
+    atomic_write_bytes(out / "report.json", json.dumps(report.to_json(), separators=(",", ":")))
 
 
 def write_json(path: Path, obj) -> None:
