@@ -176,9 +176,11 @@ def add_callbacks(yolo, log: Path | None = None, sitting_minutes: float = 0) -> 
     def log_step(trainer) -> None:
         if log is None:
             return
-        items = [round(float(v), 5) for v in trainer.loss_items.values()]  # box, cls, dfl of this batch
+        # box, cls, dfl of this batch. 3 decimals (4 digits of a loss near 1-5) and 0.1 s: a kept step log is a
+        # third smaller in xz than at 5 decimals and 0.01 s, and the tree keeps every run's (6 MiB in all)
+        items = [round(float(v), 3) for v in trainer.loss_items.values()]
         line = {"epoch": trainer.epoch, "lr": round(trainer.optimizer.param_groups[0]["lr"], 7), "loss": items,
-                "t": round(time.monotonic() - start, 2)}
+                "t": round(time.monotonic() - start, 1)}
         with open(log, "a") as f:
             f.write(json.dumps(line, separators=(",", ":")) + "\n")
 
