@@ -24,6 +24,9 @@ from yolo_incep.data.journal import MARKER
 KILLER = """
 import atexit, os, signal, sys
 n, sig = int(sys.argv[1]), getattr(signal, sys.argv[2])
+# a process started in the background by a non-interactive shell (CI, `cmd &`) inherits SIGINT ignored, and Python
+# then installs no KeyboardInterrupt handler: restore Ctrl-C's, as a terminal user has it
+signal.signal(signal.SIGINT, signal.default_int_handler)
 count = [0]
 def wrap(fn):
     def change(*args, **kwargs):
