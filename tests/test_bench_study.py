@@ -43,9 +43,10 @@ def test_jobs_run_on_their_slots_one_at_a_time_and_a_failure_ends_only_its_own(t
             "sys.exit(3 if sys.argv[1] == 'c' else 0)")
     sup = Supervisor(tmp_path / "pids", TextLog(tmp_path / "log.txt", time.time()), 10_000)
     ended = {}
-    sup.run_on_slots(list("abcde"), ["gpu0", "gpu1"],
-                     lambda name, slot: Job(name, [sys.executable, "-c", code, name, slot], {}, tmp_path / f"{name}.log"),
-                     lambda name, rc: ended.setdefault(name, rc), poll_s=0.05)
+    def job(name: str, slot: str) -> Job:
+        return Job(name, [sys.executable, "-c", code, name, slot], {}, tmp_path / f"{name}.log")
+
+    sup.run_on_slots(list("abcde"), ["gpu0", "gpu1"], job, lambda name, rc: ended.setdefault(name, rc), poll_s=0.05)
     assert ended == {"a": 0, "b": 0, "c": 3, "d": 0, "e": 0}
     rows = [json.loads(line) for line in record.read_text().splitlines()]
     assert sorted(r[0] for r in rows) == list("abcde")
@@ -67,7 +68,7 @@ def test_a_budget_in_steps_is_whole_epochs_of_one_step_a_batch():
 @pytest.mark.slow
 def test_a_study_on_made_data_trains_both_models_and_reports_a_delta_with_its_interval(synthetic_data, tmp_path,
                                                                                        run_cli):
-    rc, _, err = run_cli(*study_args(synthetic_data, tmp_path, "--device", "cpu"))
+    rc, _, err = run_cli(*study_args(synthetic_data, tmp_path))  # the command, tiny: here on the CPU
     assert rc == 0, err
     out = tmp_path / "out"
     written = bench(out)
@@ -77,24 +78,28 @@ def test_a_study_on_made_data_trains_both_models_and_reports_a_delta_with_its_in
     assert delta(out)["ci95"] is not None and len(delta(out)["ci95"]) == 2
     done = out / "runs/yolov8n-s0/done.json"
     mtime = done.stat().st_mtime_ns
-    rc, _, err = run_cli(*study_args(synthetic_data, tmp_path, "--device", "cpu", "--no-compare"))
+    rc, _, err = run_cli(*study_args(synthetic_data, tmp_path, "--no-compare"))
     assert rc == 0 and done.stat().st_mtime_ns == mtime  # a kept run is not trained again
 
 
 @pytest.mark.slow
 def test_runs_spread_over_device_slots_each_in_its_own_process_and_a_failed_one_is_named(synthetic_data, tmp_path,
                                                                                        run_cli):
-    argv = study_args(synthetic_data, tmp_path, "--device", "cpu", "--runs-per-gpu", "2")
+    from ultralytics import YOLO
+
+    YOLO("yolov8n.yaml").save(tmp_path / "base.pt")  # a checkpoint to fine-tune from
+    argv = ["bench", "--data", synthetic_data, "--models", f"base={tmp_path / 'base.pt'}", "yolov8n-incep.yaml", *TINY,
+            "--out", tmp_path / "out", "--work", tmp_path / "work", "--device", "cpu", "--runs-per-gpu", "2"]
     with path_lock(tmp_path / "work/runs/yolov8n-incep-s0"):  # another process trains that run: it fails, named
         rc, _, err = run_cli(*argv)
     assert rc == 1, err
     out = tmp_path / "out"
     written = bench(out)
-    assert [r["arm"] for r in written["runs"]] == ["yolov8n"] and list(written["failed"]) == ["yolov8n-incep-s0"]
-    assert "in use" in written["failed"]["yolov8n-incep-s0"]
+    assert [(r["arm"], r["model"]) for r in written["runs"]] == [("base", str(tmp_path / "base.pt"))]
+    assert list(written["failed"]) == ["yolov8n-incep-s0"] and "in use" in written["failed"]["yolov8n-incep-s0"]
     log = (tmp_path / "work/study/log.txt").read_text()
-    assert "yolov8n-s0: started on the CPU" in log and "yolov8n-incep-s0: failed" in log
-    done = out / "runs/yolov8n-s0/done.json"
+    assert "base-s0: started on the CPU" in log and "yolov8n-incep-s0: failed" in log
+    done = out / "runs/base-s0/done.json"
     mtime = done.stat().st_mtime_ns
     rc, _, err = run_cli(*argv)  # the rerun trains only what is missing
     assert rc == 0, err

@@ -62,8 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="scratch folder: data, tiles, checkpoints (default: with --out, one named after it in "
                              f"the system's temp folder, printed at the start; else {DEFAULT_WORK}/<preset>)")
     parser.add_argument("--out", type=Path, default=None,
-                        help=f"report folder (default: {DEFAULT_WORK}/<preset>/report); for --preset gpu, the "
-                             "folder of the sitting's files")
+                        help=f"report folder (default: {DEFAULT_WORK}/<preset>/report, with --data "
+                             "runs/bench/<its folder's name>/report); for --preset gpu, the sitting's files")
     parser.add_argument("--arms", nargs="+", default=None, help="arm names of the preset's grid to run (default: all)")
     parser.add_argument("--sitting-minutes", type=float, default=0,
                         help="one device: stop cleanly after the epoch that would cross this many minutes; rerun to "

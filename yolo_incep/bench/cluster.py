@@ -16,7 +16,7 @@ from pathlib import Path
 from .. import _bootstrap  # noqa: F401  (our layers, where the package is not installed on a node)
 from ..errors import InputError, one_line
 
-MODES = "auto (the cluster `ray start` or RAY_ADDRESS names), local (a Ray instance of this machine's own) or an address"
+MODES = "auto (the cluster `ray start` or RAY_ADDRESS names), local (a Ray instance of this machine's own), an address"
 
 
 def connect(address: str):

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from .. import recipe
-from ..files import atomic_write_bytes
+from ..files import atomic_write_bytes, folder_lock
 from .grids import run_name
 from .supervisor import Job, Supervisor, TextLog
 from .worker import study_config
@@ -26,6 +26,11 @@ def train(ws, runs: list, data: Path, slots: list[str], key: str) -> tuple[dict[
     each other run failed. The study's log, the runs' own logs and the pid file a rerun reads lie in
     `ws.root`/study."""
     folder = ws.root / "study"
+    with folder_lock(folder):  # a second study in this scratch is refused: its rerun would stop this one's runs
+        return _train(ws, runs, data, slots, key, folder)
+
+
+def _train(ws, runs: list, data: Path, slots: list[str], key: str, folder: Path):
     config = folder / "config.json"
     atomic_write_bytes(config, json.dumps(study_config(ws, data, runs, key), indent=1))
     log = TextLog(folder / "log.txt", time.time(), fresh=False)

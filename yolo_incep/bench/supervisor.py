@@ -1,7 +1,8 @@
 """Processes of one sitting or study: started (all at once, or a queue of them on a few slots), their output streamed
-into one log, stopped alone or together, and found again by a rerun when their parent died. Each starts in its own session and process group (its loader workers with it; a
-Ctrl-C in the parent's terminal reaches only the parent), is killed by the kernel when the parent dies (Linux), and
-is recorded with its start time in a pid file. Nothing here knows what the processes do.
+into one log, stopped alone or together, and found again by a rerun when their parent died. Each starts in its own
+session and process group (its loader workers with it; a Ctrl-C in the parent's terminal reaches only the parent),
+is killed by the kernel when the parent dies (Linux), and is recorded with its start time in a pid file. Nothing
+here knows what the processes do.
 """
 
 from __future__ import annotations
