@@ -82,6 +82,21 @@ def test_a_study_on_made_data_trains_both_models_and_reports_a_delta_with_its_in
     assert rc == 0 and done.stat().st_mtime_ns == mtime  # a kept run is not trained again
 
 
+def test_a_run_failing_in_this_process_is_named_and_the_others_go_on(synthetic_data, tmp_path, run_cli, monkeypatch):
+    trained = []
+
+    def train_run(ws, arm, seed, *args, **kwargs):
+        trained.append(arm.name)
+        if arm.name == "yolov8n":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return {"arm": arm.name, "seed": seed, "batches": 2}
+
+    monkeypatch.setattr(runs, "train_run", train_run)
+    rc, _, err = run_cli(*study_args(synthetic_data, tmp_path, "--device", "cpu", "--no-compare"))
+    assert rc == 1 and trained == ["yolov8n", "yolov8n-incep"]
+    assert "bench: yolov8n-s0: failed (RuntimeError: CUDA error: an illegal memory access" in err
+
+
 @pytest.mark.slow
 def test_runs_spread_over_device_slots_each_in_its_own_process_and_a_failed_one_is_named(synthetic_data, tmp_path,
                                                                                        run_cli):

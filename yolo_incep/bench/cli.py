@@ -21,11 +21,12 @@ import json
 import os
 import sys
 import tempfile
+import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import recipe
-from ..errors import InputError
+from ..errors import InputError, one_line
 from ..files import atomic_write_bytes, folder_lock, path_lock
 from . import grids
 from .grids import run_name, runs_of
@@ -218,9 +219,10 @@ def _grid(args: argparse.Namespace, ws: Workspace, grid, where: _Where) -> int:
         if where.ray or len(where.slots) > 1:
             runs, failed = _spread(ws, grid, data, where)
         else:
-            runs, failed = _one_by_one(ws, grid, data, args.sitting_minutes), {}
-            if runs is None:
+            done = _one_by_one(ws, grid, data, args.sitting_minutes)
+            if done is None:
                 return 0
+            runs, failed = done
     finally:
         if where.started_ray:
             where.ray.shutdown()
@@ -242,21 +244,30 @@ def _grid(args: argparse.Namespace, ws: Workspace, grid, where: _Where) -> int:
     return 1 if failed else 0
 
 
-def _one_by_one(ws: Workspace, grid, data: Path, sitting_minutes: float) -> list[dict] | None:
-    """Every run in this process, one after another; None when the sitting's time paused one."""
+def _one_by_one(ws: Workspace, grid, data: Path, sitting_minutes: float):
+    """Every run in this process, one after another: the records of the runs kept and why each other run failed (a
+    failure, its traceback printed, ends that run only); None when the sitting's time paused one."""
     from . import runs as run
     from .steps import same_batch
 
-    records = []
+    records, failed = [], {}
     for arm, seed in runs_of(grid):  # seed 0 of every arm first: partial grids stay paired
         print(f"bench: {arm.name} seed {seed}", flush=True)
-        with path_lock(ws.run_dir(arm, seed)):  # beside it: a fresh run removes it
-            record = run.train_run(ws, arm, seed, data, sitting_minutes, callbacks=lambda yolo: yolo.add_callback(
-                "on_train_epoch_start", same_batch(ws.budget.batch)))
+        try:
+            with path_lock(ws.run_dir(arm, seed)):  # beside it: a fresh run removes it
+                record = run.train_run(ws, arm, seed, data, sitting_minutes, callbacks=lambda yolo: yolo.add_callback(
+                    "on_train_epoch_start", same_batch(ws.budget.batch)))
+        except InputError:  # the user's to fix (another process trains this run): nothing else is started
+            raise
+        except Exception as e:  # noqa: BLE001 - reported, and the other runs go on
+            traceback.print_exc()
+            failed[run_name(arm.name, seed)] = one_line(e)
+            print(f"bench: {run_name(arm.name, seed)}: failed ({one_line(e)})", file=sys.stderr, flush=True)
+            continue
         if record is None:
             return None
         records.append(record)
-    return records
+    return records, failed
 
 
 def _spread(ws: Workspace, grid, data: Path, where: _Where) -> tuple[list[dict], dict[str, str]]:
