@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("yolo_incep.eval.compare", "COCO-style AP / AP_small of several models on one dataset"),
     "swap": ("yolo_incep.swap", "rewrite an Ultralytics model YAML to use Inception blocks"),
     "load-weights": ("yolo_incep.weights", "load InceptionNeXt ImageNet weights into a model's backbone"),
-    "bench": ("yolo_incep.bench.cli", "small-object benchmark grid on the VisDrone sample: train arms x seeds, compare"),
+    "bench": ("yolo_incep.bench.cli", "models x seeds with equal steps on your data (or the VisDrone presets), compared"),
 }
 
 

@@ -1,11 +1,12 @@
 """One run of the benchmark: the data it trains and is scored on, its training (resumed when interrupted), and
 what is kept of it once finished.
 
-Data: the shared VisDrone sample, split by sequence (239 train / 60 val frames, seed 0), the train frames cut into
-native-resolution tiles; evaluation on the untiled val frames. Every arm/seed is a run folder that is resumed from
-its last.pt when interrupted and, once finished, kept in the report folder (`runs/<arm>-s<seed>/`) as its
-predictions on the val frames, its step log and its record, and skipped from then on: a grid can be completed over
-several sittings, also from a fresh checkout when the kept runs are committed.
+Data: a study's own dataset (`--data`: trained on its train split, scored on its val split, ignored regions kept
+where it has ignore/ sidecars), or for the VisDrone presets the shared sample, split by sequence (239 train / 60 val
+frames, seed 0), the train frames cut into native-resolution tiles and evaluation on the untiled val frames. Every
+arm/seed is a run folder that is resumed from its last.pt when interrupted and, once finished, kept in the report
+folder (`runs/<arm>-s<seed>/`) as its predictions on the val split, its step log and its record, and skipped from
+then on: a grid can be completed over several sittings, also from a fresh checkout when the kept runs are committed.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from .grids import GridArm, run_name
 
 @dataclass
 class Workspace:
-    """Where one budget's data, runs and comparison live (`root`), and where finished runs are kept (`out`)."""
+    """Where one budget's data, runs and comparison live (`root`), where finished runs are kept (`out`), and the
+    study's own dataset YAML (`data`; None: the VisDrone sample, prepared in `root`)."""
 
     root: Path
     budget: recipe.Budget
     out: Path
+    data: Path | None = None
 
     def kept(self, arm: GridArm, seed: int) -> Path:
         return self.out / "runs" / run_name(arm.name, seed)
@@ -41,22 +44,33 @@ class Workspace:
     def tiles(self) -> Path:
         return self.root / f"tiles{self.budget.tile}"
 
+    @property
+    def eval_data(self) -> Path:
+        """The data YAML whose val split every run is scored on."""
+        return self.data or self.frames / "data.yaml"
+
     def run_dir(self, arm: GridArm, seed: int) -> Path:
         return self.root / "runs" / run_name(arm.name, seed)
 
     def frames_only(self) -> Path:
-        """Convert the shared sample with its sequence split (the untiled val frames runs are scored on)."""
+        """Convert the shared sample with its sequence split (the untiled val frames runs are scored on); a study's
+        own dataset as it is."""
         from ..data.prepare import find_sample
         from ..data.visdrone import convert_visdrone
 
+        if self.data:
+            return self.data
         convert_visdrone(find_sample() / "VisDrone2019-DET-train", self.frames, val_fraction=0.2, seed=0)
         return self.frames / "data.yaml"
 
     def prepare(self) -> Path:
-        """Convert the shared sample (sequence split) and tile its train frames; returns the train data YAML."""
+        """Convert the shared sample (sequence split) and tile its train frames; returns the train data YAML (a
+        study's own dataset as it is)."""
         from ..data.tile import tile_dataset
 
         self.frames_only()
+        if self.data:
+            return self.data
         if not self.budget.tile:
             return self.frames / "data.yaml"
         tile_dataset(self.frames, self.tiles, size=self.budget.tile, overlap=0.2, splits=["train"])
@@ -115,14 +129,39 @@ def train_run(ws: Workspace, arm: GridArm, seed: int, data: Path, sitting_minute
     return record
 
 
+def store_kept(folder: Path, files: dict[str, bytes]) -> None:
+    """A finished run's kept files (from another process or machine) into `folder`, done.json last: the run counts
+    as kept only once every other file is there, as train_run writes them."""
+    for name in sorted(files, key=lambda n: n == "done.json"):
+        atomic_write_bytes(folder / name, files[name])
+
+
+def label_caches(data: Path, disk: bool = False) -> None:
+    """Ultralytics' label caches of the train and val splits (and with `disk` its .npy image cache of the train
+    split), written once before runs train side by side: every run would otherwise write the same files at the same
+    moment, and one could read another's half-written file."""
+    import contextlib
+    import io
+
+    from ultralytics.data.dataset import YOLODataset
+    from ultralytics.data.utils import check_det_dataset
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        d = check_det_dataset(str(data))
+        for split in ("train", "val"):
+            YOLODataset(img_path=d[split], data=d, task="detect", augment=False,
+                        cache="disk" if disk and split == "train" else False)
+
+
 # compare's defaults (end-to-end models too: their one-to-many head and NMS, as Ultralytics' `nms=None` default), so
 # kept predictions score as compare would score the checkpoint
 KEEP = {"conf": 0.001, "iou": 0.7, "max_det": 500}
 
 
 def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
-    """Predict the untiled val frames with a finished checkpoint (whole frames, and SAHI slices where the budget
-    has them) and keep the detections in `kept`, as `compare` reads them: the file names, relative to `kept`.
+    """Predict the val split (the sample's untiled val frames) with a finished checkpoint (whole images, and SAHI
+    slices where the budget has them) and keep the detections in `kept`, as `compare` reads them: the file names,
+    relative to `kept`.
 
     Settings are compare's defaults at the budget's image size, so a kept run scores as its checkpoint would.
     """
@@ -130,7 +169,7 @@ def keep_predictions(ws: Workspace, checkpoint: Path, kept: Path) -> list[str]:
     from ..eval import coco, predictions
     from ..eval.models import has_sahi, load_model, predict, predict_sliced
 
-    images, names = coco.load_data_yaml(ws.frames / "data.yaml", "val")
+    images, names = coco.load_data_yaml(ws.eval_data, "val")
     yolo = load_model(str(checkpoint), names)
     imgsz, device = ws.budget.compare_imgsz, ws.budget.device
     params, gflops = model_cost(yolo.model, imgsz)

@@ -165,9 +165,11 @@ class _Sitting:
         return data
 
     def _prepare(self) -> Path:
+        from .runs import label_caches
+
         data = self.ws.prepare()
         machine.no_downloads(lambda line: None)
-        _caches(data)
+        label_caches(data)
         return data
 
     def _start_speed(self) -> None:
@@ -209,7 +211,9 @@ class _Sitting:
                            ws.budget.cache, images, gpu)
         self.log(f"plan: {resources.plan_line(found, p)}")
         if p.cache == "disk":
-            _caches(data, disk=True)
+            from .runs import label_caches
+
+            label_caches(data, disk=True)
         for name in list(self.runs)[p.runs:]:
             self.status.run(name, status="not started", reason="; ".join(p.notes))
             self.finished.add(name)
@@ -381,31 +385,6 @@ def _in_thread(fn, wait_step):
     if "error" in result:
         raise result["error"]
     return result["value"]
-
-
-def check_model(model: str) -> None:
-    """Build a model YAML on the CPU (a second or so): a missing or broken YAML is named before anything trains."""
-    from ..cost import build_model
-
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            build_model(model, nc=10)
-    except Exception as e:  # noqa: BLE001 - any build failure is the YAML's, and is named with it
-        raise InputError(f"grid model {model}: does not build ({type(e).__name__}: {e})") from e
-
-
-def _caches(data: Path, disk: bool = False) -> None:
-    """Ultralytics' label caches of the train and val splits (and with `disk` its .npy image cache of the train
-    split), written once here: every run would otherwise write the same files at the same moment, and one could
-    read another's half-written file."""
-    from ultralytics.data.dataset import YOLODataset
-    from ultralytics.data.utils import check_det_dataset
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        d = check_det_dataset(str(data))
-        for split in ("train", "val"):
-            YOLODataset(img_path=d[split], data=d, task="detect", augment=False,
-                        cache="disk" if disk and split == "train" else False)
 
 
 def _fresh(control: Path, kept: Path) -> None:

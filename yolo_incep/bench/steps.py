@@ -1,6 +1,7 @@
 """One number of optimizer steps for runs trained side by side, whatever their speed (docs/design.md, "The GPU
 sitting"): what each run reports (`read_progress`), how the parent times them and fixes the epochs (`Timing`, written
-to `PLAN`), and the trainer callbacks that apply the plan (`Control`). Nothing here knows the runs' data or GPUs.
+to `PLAN`), and the trainer callbacks that apply the plan (`Control`) or, in every run of a study, refuse a cut
+batch (`same_batch`). Nothing here knows the runs' data or GPUs.
 
 `YOLO_INCEP_SITTING_FAULT` injects faults for the rehearsal's tests, comma-separated `KIND:RUN:STEP`: `kill` (the run
 kills itself at that step), `hang` (it stops there and never reports again), `oom` (an out-of-memory error in that
@@ -38,6 +39,17 @@ class BatchChanged(RuntimeError):
     """Ultralytics changed the batch (after running out of memory): the run's steps are no longer the others'."""
 
 
+def same_batch(batch: int):
+    """A trainer callback for each epoch's start: the run stops, named, once Ultralytics has cut its batch (its
+    out-of-memory handler halves it and retries), since its steps would no longer equal the other runs'."""
+    def check(trainer) -> None:
+        if trainer.batch_size != batch:
+            raise BatchChanged(f"Ultralytics cut the batch from {batch} to {trainer.batch_size} after running out "
+                               "of memory: this run's steps would no longer equal the others'; stopped")
+
+    return check
+
+
 class Control:
     """Trainer callbacks of one run: report progress, apply the parent's plan after epoch 1, refuse a halved batch,
     inject the rehearsal's faults."""
@@ -61,7 +73,7 @@ class Control:
     def attach(self, yolo) -> None:
         yolo.add_callback("on_pretrain_routine_end", self.pretrain_end)
         yolo.add_callback("on_train_start", self.train_start)
-        yolo.add_callback("on_train_epoch_start", self.epoch_start)
+        yolo.add_callback("on_train_epoch_start", same_batch(self.batch))
         yolo.add_callback("on_train_batch_end", self.batch_end)
         yolo.add_callback("on_train_epoch_end", self.epoch_end)
 
@@ -83,11 +95,6 @@ class Control:
         print(f"training {trainer.epochs} epoch(s) at most, {nb} steps an epoch, batch {trainer.batch_size}, "
               f"{trainer.train_loader.num_workers} loader worker(s), AMP {bool(trainer.amp)}, on {trainer.device}",
               flush=True)
-
-    def epoch_start(self, trainer) -> None:
-        if trainer.batch_size != self.batch:
-            raise BatchChanged(f"Ultralytics cut the batch from {self.batch} to {trainer.batch_size} after running "
-                               "out of memory: this run's steps would no longer equal the others'; stopped")
 
     def batch_end(self, trainer) -> None:
         self.step += 1  # nbs == batch: one optimizer step per batch
@@ -129,8 +136,6 @@ class Control:
                 raise TimeoutError("no plan from the parent by the sitting's deadline")
             time.sleep(0.1)
         return json.loads(plan.read_text())["epochs"]
-
-
 
 
 class Timing:

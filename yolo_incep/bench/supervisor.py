@@ -1,7 +1,8 @@
-"""Processes of one sitting: started, their output streamed into one log, stopped alone or together, and found again
-by a rerun when their parent died. Each starts in its own session and process group (its loader workers with it; a
-Ctrl-C in the parent's terminal reaches only the parent), is killed by the kernel when the parent dies (Linux), and
-is recorded with its start time in a pid file. Nothing here knows what the processes do.
+"""Processes of one sitting or study: started (all at once, or a queue of them on a few slots), their output streamed
+into one log, stopped alone or together, and found again by a rerun when their parent died. Each starts in its own
+session and process group (its loader workers with it; a Ctrl-C in the parent's terminal reaches only the parent),
+is killed by the kernel when the parent dies (Linux), and is recorded with its start time in a pid file. Nothing
+here knows what the processes do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,7 +80,8 @@ def _parent_death_signal():
 
 
 class Supervisor:
-    """Start, stream, stop and record the processes of one sitting (`pid_file` lies in its scratch folder)."""
+    """Start, stream, stop and record the processes of one sitting or study (`pid_file` lies in its scratch
+    folder)."""
 
     def __init__(self, pid_file: Path, log: TextLog, stream_limit: int):
         self.pid_file, self.log, self.stream_limit = pid_file, log, stream_limit
@@ -147,6 +150,32 @@ class Supervisor:
             while time.time() < end and any(j.proc.poll() is None for j in jobs):
                 time.sleep(0.05)
         self.stream()
+
+    def run_on_slots(self, names: list[str], slots: list[str], make_job: Callable[[str, str], Job],
+                     ended: Callable[[str, int], None], poll_s: float = 0.5, grace_s: float = 10) -> None:
+        """Run the jobs `names` in their order, each on a free slot (an opaque label, e.g. a GPU's index; one job at
+        a time on each, several slots may share a label), until every one has ended: `make_job(name, slot)` builds
+        a job, `ended(name, returncode)` hears of each as it ends (a failure ends that job only). Whatever still
+        runs when this is left early (an exception, Ctrl-C) is stopped."""
+        queue, busy = list(names), {}  # slot position -> the job on it
+        try:
+            while queue or busy:
+                self.stream()
+                for slot, name in list(busy.items()):
+                    rc = self.returncode(name)
+                    if rc is not None:
+                        del busy[slot]
+                        self.stream()
+                        ended(name, rc)
+                for slot in range(len(slots)):
+                    if queue and slot not in busy:
+                        busy[slot] = name = queue.pop(0)
+                        self.start(make_job(name, slots[slot]))
+                if busy:
+                    time.sleep(poll_s)
+        finally:
+            self.stop(list(busy.values()), grace_s)
+            self.close()
 
     def stop_all(self, grace_s: float) -> None:
         self.stop(list(self.jobs), grace_s)
