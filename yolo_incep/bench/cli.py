@@ -36,7 +36,7 @@ DEFAULT_WORK = Path("runs/bench_small")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    own = parser.add_argument_group("a study of your own (docs/bench.md)")
+    own = parser.add_argument_group("a study of your own: any data, any models, the same optimizer steps for all")
     own.add_argument("--data", default=None, help="any YOLO data YAML with train and val splits (ignore/ sidecars "
                                                    "kept in scoring); its val split scores every run")
     own.add_argument("--models", nargs="+", default=None, metavar="[NAME=]MODEL",
