@@ -12,11 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
-
 import numpy as np
-
-_ENTRY = '{"image_id": %s, "category_id": %s, "bbox": [%s, %s, %s, %s], "score": %s}'
 
 
 @dataclass(eq=False)
@@ -75,10 +71,7 @@ class Results(Sequence):
         finite floats; a non-finite one, which json writes otherwise, takes json's path)."""
         if not (np.isfinite(self.bbox).all() and np.isfinite(self.score).all()):
             return json.dumps(self.to_list()).encode()
-        if not len(self):
-            return b"[]"
-        columns = [map(repr, self.image_id.tolist()), map(repr, self.category_id.tolist()),
-                   *(map(float.__repr__, self.bbox[:, j].tolist()) for j in range(4)),
-                   map(float.__repr__, self.score.tolist())]
-        text = ", ".join([_ENTRY] * len(self)) % tuple(chain.from_iterable(zip(*columns)))
-        return f"[{text}]".encode()
+        entries = [f'{{"image_id": {i}, "category_id": {c}, "bbox": [{x!r}, {y!r}, {w!r}, {h!r}], "score": {p!r}}}'
+                   for i, c, (x, y, w, h), p in zip(self.image_id.tolist(), self.category_id.tolist(),
+                                                    self.bbox.tolist(), self.score.tolist())]
+        return f"[{', '.join(entries)}]".encode()
