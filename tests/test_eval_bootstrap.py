@@ -142,3 +142,13 @@ def test_seed_resampling_is_seeded_and_neutral_for_one_seed_or_equal_seeds():
     assert np.array_equal(bootstrap.arm_scores(rows[:1])["AP@500"], rows[0]["AP@500"])
     same = _rows([0.01, 0.01, 0.01], 500)
     np.testing.assert_allclose(bootstrap.arm_scores(same)["AP@500"], same[0]["AP@500"], atol=1e-15)
+
+
+def test_recall_thresholds_reached_as_pycocotools_float_comparison():
+    """Every count tp <= npig up to 400 objects, ten resamples a row: as many thresholds as pycocotools' accumulate
+    reaches (np.searchsorted of its recall on linspace's thresholds), including the ten where k / 100 != k * 0.01."""
+    npig = np.arange(1, 401, dtype=float)
+    tp = np.minimum(np.arange(401, dtype=float)[:, None], npig[None, :])
+    ref = np.searchsorted(coco.matching.REC_THRS, tp / npig, side="right") - 1
+    assert np.array_equal(bootstrap._reached(tp.copy(), npig), ref)
+    assert (ref != np.floor(tp * 100 / npig)).any()  # where pycocotools' float rule differs from the exact one

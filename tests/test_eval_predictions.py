@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from yolo_incep import cli
+from yolo_incep.errors import InputError
 from yolo_incep.eval import coco, compare, predictions
+from yolo_incep.eval.results import Results
 
 
 @pytest.fixture(scope="module")
@@ -147,3 +149,63 @@ def test_predictions_of_other_images_are_refused(data, tmp_path, capsys):
     (tmp_path / "run/predictions_m.json").write_text("[]")
     assert cli.main(["compare", str(tmp_path / "run/predictions_m.json"), "--data", str(data)]) == 2
     assert "gt.json beside it names other images" in capsys.readouterr().err
+
+
+def _self_describing(path: Path, images: list[Path], ids: list[int], entries: list[dict], form: str) -> Path:
+    """A self-describing predictions file whose images carry `ids`, its entries as rows or as `write`'s columns."""
+    doc = {"images": [{"id": i, "file_name": p.name} for i, p in zip(ids, images)]}
+    if form == "annotations":
+        doc["annotations"] = entries
+    else:
+        doc["columns"] = {k: [d[k] for d in entries] for k in ("image_id", "category_id", "score")}
+        doc["columns"]["bbox"] = [v for d in entries for v in d["bbox"]]
+    path.write_text(json.dumps(doc))
+    return path
+
+
+@pytest.mark.parametrize("form", ["annotations", "columns"])
+def test_read_maps_the_files_image_ids_to_split_positions(data, tmp_path, form):
+    images, _ = coco.load_data_yaml(data, "val")
+    ids = [40 - 10 * i for i in range(len(images))]  # the file's own ids, in another order than the split's
+    entries = [{"image_id": ids[k % len(images)], "category_id": 1 + k % 2, "bbox": [k, 2.5, 3, 4.25],
+                "score": 0.1 * k} for k in range(7)]
+    got = predictions.read(_self_describing(tmp_path / "p.json", images, ids, entries, form), images, nc=2)
+    assert got.detections == [d | {"image_id": 1 + k % len(images), "bbox": [float(v) for v in d["bbox"]]}
+                               for k, d in enumerate(entries)]
+
+
+@pytest.mark.parametrize("field, k, value, message", [
+    ("bbox", 3, -1, "detection 3: bbox [1.0, 1.0, -1, 4.0] is not [x, y, w, h] with w, h >= 0"),
+    ("bbox", 1, float("nan"), "detection 1: bbox [1.0, 1.0, nan, 4.0]"),
+    ("score", 2, 1.5, "detection 2: score 1.5 outside 0..1"),
+    ("score", 0, None, "detection 0: score None outside 0..1"),
+    ("image_id", 4, 99, "detection 4: image_id 99 is not an image of the split (4 images)"),
+    ("image_id", 2, 1.0, "detection 2: image_id 1.0 is not an image of the split"),
+    ("category_id", 1, "2", "detection 1: category_id '2' outside 1..2"),
+    ("category_id", 3, 0, "detection 3: category_id 0 outside 1..2"),
+])
+@pytest.mark.parametrize("form", ["annotations", "columns"])
+def test_the_first_bad_detection_of_a_file_is_named(data, tmp_path, form, field, k, value, message):
+    images, _ = coco.load_data_yaml(data, "val")
+    entries = [{"image_id": 1 + j % len(images), "category_id": 1, "bbox": [1.0, 1.0, 4.0, 4.0], "score": 0.5}
+               for j in range(6)]
+    entries[5]["score"] = 2.0  # a later bad detection: the first one is named
+    if field == "bbox":
+        entries[k]["bbox"][2] = value
+    else:
+        entries[k][field] = value
+    f = _self_describing(tmp_path / "p.json", images, list(range(1, len(images) + 1)), entries, form)
+    with pytest.raises(InputError) as e:
+        predictions.read(f, images, nc=2)
+    assert str(e.value).startswith(f"predictions {f}: {message}")
+
+
+def test_results_write_what_json_writes_of_their_list():
+    dets = [{"image_id": 3, "category_id": 2, "bbox": [1e16, 0.1, 2.0, 1e-07], "score": 1e-05},
+            {"image_id": 1, "category_id": 1, "bbox": [0.30000000000000004, 5, 7.25, 1234.5], "score": 1}]
+    res = Results.of(dets)
+    assert res == dets and len(res) == 2 and res[1]["bbox"] == [0.30000000000000004, 5.0, 7.25, 1234.5]
+    assert res.json() == json.dumps(res.to_list()).encode()
+    assert Results.of([]).json() == b"[]" and res.take(np.array([1])) == dets[1:]
+    nan = Results.of([dets[0] | {"score": float("nan")}])  # (never read from a file: json writes it its own way)
+    assert nan.json() == json.dumps(nan.to_list()).encode() and b"NaN" in nan.json()

@@ -82,7 +82,7 @@ def one(frames: int, work: Path, sizes: str) -> dict:
     predictions.read = read
     images, names = coco.load_data_yaml(data, "val")
     gt = coco.build_gt(images, names)
-    rows = [coco.drop_ignored(predictions.read(f, images, len(names)).detections, gt) for f in files]
+    rows = [coco.drop_ignored(predictions.read(f, images, len(names)).detections, gt).to_list() for f in files]
     out |= {"rows": len(rows), "detections_per_row": len(rows[0]),
             "objects": sum(1 for a in gt["annotations"] if not a["iscrowd"])}
     out["floor_s"] = floor(gt, rows)

@@ -5,15 +5,16 @@ score and walks the cumulative true/false positives; a resample only changes how
 weigh, so the sort, the matching and the ignore flags are computed once and each resample re-weights them. Only
 true-positive positions can set an interpolated precision (a false positive never raises precision, and recall only
 moves at true positives), and of a run of true positives with no false positive between them only the last (its
-precision is the run's highest), so the walk runs over run ends alone, of every IoU threshold at once. Per resample
-and run end: the true positives up to it (a running sum of the drawn images' counts gathered at its threshold's true
-positives) and the detections counted up to it (one running sum over the run ends of all thresholds, less those
-that its own threshold ignores). Work is resamples x (run ends + detections) per class and bucket: linear in images;
-arrays are (resamples x run ends) blocks of at most BLOCK elements, never resamples x images x detections.
+precision is the run's highest), so the walk runs over run ends alone. Per resample and run end: the true positives
+up to it (a running sum over its threshold's run ends of each run's true positives, weighed by the drawn images'
+counts: a sparse product) and the detections counted up to it (one running sum over the run ends of all thresholds,
+less those that its own threshold ignores). Work is resamples x (run ends + detections) per class and bucket: linear
+in images; arrays are (run ends x resamples) blocks of about BLOCK elements, never resamples x images x detections.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -24,7 +25,8 @@ from .matching import IGNORED, REC_THRS, TP, Evaluation
 
 RESAMPLES = 1000
 SEED = 0
-BLOCK, MIN_BLOCK = 1 << 18, 64  # a work array: 2 MB (resamples x rows), at least 64 resamples
+BLOCK, MIN_BLOCK = 1 << 17, 64  # a work array: 1 MB (one threshold's run ends x resamples), at least 64
+CHUNK = 32  # rows a suffix maximum steps through one at a time
 
 
 def delta_keys(sizes: str = buckets.SIZES[0]) -> tuple[str, ...]:
@@ -37,24 +39,28 @@ DELTA_KEYS = delta_keys()
 
 @dataclass
 class _Threshold:
-    """One threshold's run ends (rows lo..hi of its group) as gather indices into running sums over images."""
+    """One threshold's run ends, as sums over images: a run end's true positives are a running sum over `tp`'s rows
+    (the true positives since the previous run end, per image); its detections counted, the union's running sum at
+    `union_at` less the running sum over `gap`'s rows (detections counted at another threshold but ignored at this
+    one) at `gap_at`."""
 
-    lo: int
-    hi: int
     iou: int  # the threshold's index
-    tp_img: np.ndarray  # images of its true positives, in order
-    tp_at: np.ndarray  # per run end: true positives up to it (an index into their running sum, led by 0)
-    gap_img: np.ndarray  # images of detections counted at another threshold but ignored at this one
-    gap_at: np.ndarray  # per run end: such detections up to it
+    tp: object  # CSR (run ends x images)
     union_at: np.ndarray  # per run end: its row among the run ends of every threshold
+    gap: object  # CSR (run ends with such detections since the previous x images), or None: there are none
+    gap_at: np.ndarray  # per run end: gap's rows up to it (a row of gap's running sum, led by 0)
+
+    @property
+    def rows(self) -> int:
+        return self.tp.shape[0]
 
 
 @dataclass
 class _Group:
-    """A (class, bucket, maxDets) group, prepared: its rows are the run ends of every threshold, threshold after
-    threshold. Per resample a row's true positives are a running sum over its threshold's true positives; its
-    detections counted (true positives up to it and false positives before it) are those counted at any threshold
-    up to it (one running sum for all thresholds, over the union of their run ends) less those ignored at its own."""
+    """A (class, bucket, maxDets) group, prepared: the run ends of every threshold. Per resample a run end's true
+    positives are a running sum over its threshold's true positives; its detections counted (true positives up to it
+    and false positives before it) are those counted at any threshold up to it (one running sum for all thresholds,
+    over the union of their run ends) less those ignored at its own."""
 
     npig: np.ndarray  # (I,) counted ground truth per image
     counted: object  # CSR (run ends of any threshold x images): detections counted at any threshold since the
@@ -63,13 +69,14 @@ class _Group:
 
     @property
     def rows(self) -> int:
-        return self.thresholds[-1].hi if self.thresholds else 0
+        return sum(th.rows for th in self.thresholds)
 
 
 def _prepare(image: np.ndarray, status: np.ndarray, npig: np.ndarray) -> _Group:
-    """One group's gather indices from its detections' images and statuses (T, N), in accumulate order."""
+    """One group's sums over images from its detections' images and statuses (T, N), in accumulate order."""
     from scipy.sparse import csr_matrix
 
+    images = len(npig)
     counted_any = (status != IGNORED).any(0)
     ends = []
     for st in status:
@@ -77,20 +84,23 @@ def _prepare(image: np.ndarray, status: np.ndarray, npig: np.ndarray) -> _Group:
         tp = st[counted] == TP
         ends.append(counted[tp & np.r_[~tp[1:], True]])  # last true positive before a false one (or the end)
     union = np.unique(np.concatenate(ends))
-    thresholds, lo = [], 0
+    thresholds = []
     for t, (st, end) in enumerate(zip(status, ends)):
         if not len(end):
             continue
-        tp_at, gap = np.flatnonzero(st == TP), np.flatnonzero(counted_any & (st == IGNORED))
-        thresholds.append(_Threshold(lo, lo + len(end), t, image[tp_at].astype(np.intp),
-                                     np.searchsorted(tp_at, end, "right"), image[gap].astype(np.intp),
-                                     np.searchsorted(gap, end, "right"), np.searchsorted(union, end)))
-        lo += len(end)
+        tp, gap = np.flatnonzero(st == TP), np.flatnonzero(counted_any & (st == IGNORED))
+        tp_upto = np.searchsorted(tp, end, "right")  # (the last run end is the last true positive)
+        gap_upto = np.searchsorted(gap, end, "right")
+        more = np.flatnonzero(np.diff(np.r_[0, gap_upto]))  # run ends with such detections since the previous
+        gap_rows = None if not len(more) else csr_matrix(
+            (np.ones(gap_upto[-1]), image[gap[:gap_upto[-1]]], np.r_[0, gap_upto[more]]), shape=(len(more), images))
+        thresholds.append(_Threshold(
+            t, csr_matrix((np.ones(len(tp)), image[tp], np.r_[0, tp_upto]), shape=(len(end), images)),
+            np.searchsorted(union, end), gap_rows, np.searchsorted(more, np.arange(len(end)), "right")))
     at = np.flatnonzero(counted_any)
     at = at[at <= (union[-1] if len(union) else -1)]
     rows = np.searchsorted(union, at)  # the run end (of any threshold) each counts towards
-    return _Group(npig, csr_matrix((np.ones(len(at)), (rows, image[at])), shape=(len(union), len(npig))),
-                  thresholds)
+    return _Group(npig, csr_matrix((np.ones(len(at)), (rows, image[at])), shape=(len(union), images)), thresholds)
 
 
 @dataclass
@@ -123,10 +133,12 @@ class Matching:
         from concurrent.futures import ThreadPoolExecutor
 
         counts = np.atleast_2d(np.asarray(counts, np.int64))
+        drawn = np.ascontiguousarray(counts.T, float)  # (images x resamples): what the sums over images weigh
         jobs = sorted(self.groups, key=lambda j: -self.groups[j].rows)  # the largest first: cores stay busy
         work, rows, said, done = max(1, sum(self.groups[j].rows for j in jobs)), 0, 0, {}
         with _OneThreadPerOp() as one, ThreadPoolExecutor(min(4, os.cpu_count() or 1)) as pool:
-            for j, result in zip(jobs, pool.map(one.job(lambda j: self._accumulate(self.groups[j], counts)), jobs)):
+            for j, result in zip(jobs, pool.map(one.job(lambda j: self._accumulate(self.groups[j], counts, drawn)),
+                                                jobs)):
                 done[j], rows = result, rows + self.groups[j].rows
                 if progress is not None:  # in resamples, as the groups' rows are done
                     now = round(rows / work * len(counts))
@@ -148,67 +160,73 @@ class Matching:
                         out[f"{key}@{md}"] = np.where(defined > 0, v / defined, np.nan)
         return out
 
-    def _accumulate(self, g: _Group, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(sum of interpolated precision over recall thresholds (B, T), recall (B, T), defined (B,)) of one group."""
+    def _accumulate(self, g: _Group, counts: np.ndarray, drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray,
+                                                                                    np.ndarray]:
+        """(sum of interpolated precision over recall thresholds (B, T), recall (B, T), defined (B,)) of one group;
+        `drawn` is counts transposed."""
         b, n_t = len(counts), len(self.iou_thrs)
         npig = counts @ g.npig  # counted ground truth of each resample
         defined = npig > 0
         psum, recall = np.zeros((b, n_t)), np.zeros((b, n_t))
         if not defined.any() or not g.rows:
             return psum, recall, defined
-        step = max(MIN_BLOCK, BLOCK // g.rows)
+        step = max(MIN_BLOCK, BLOCK // max(th.rows for th in g.thresholds))
         for lo in range(0, b, step):
             hi = min(b, lo + step)
-            _block(g, counts[lo:hi].astype(float), npig[lo:hi], psum[lo:hi], recall[lo:hi])
+            _block(g, np.ascontiguousarray(drawn[:, lo:hi]), np.maximum(npig[lo:hi], 1).astype(float),
+                   psum[lo:hi], recall[lo:hi])
         psum[~defined], recall[~defined] = 0.0, 0.0
         return psum, recall, defined
 
 
-def _block(g: _Group, w: np.ndarray, npig: np.ndarray, psum: np.ndarray, recall: np.ndarray) -> None:
-    """Matching._accumulate() of one block of resamples (rows of w: times each image is drawn), into psum, recall.
+def _block(g: _Group, drawn: np.ndarray, npig: np.ndarray, psum: np.ndarray, recall: np.ndarray) -> None:
+    """Matching._accumulate() of one block of resamples (columns of `drawn`: times each image is drawn; `npig`:
+    their counted ground truth, at least 1), into psum, recall.
 
-    Interpolated precision at recall threshold r is the best precision from the first run end reaching r on; with
-    c_j the number of thresholds reached at run end j, run end j is that first one for c_j - c_(j-1) of them, so
-    the sum over thresholds is sum_j (best precision from j on) * (c_j - c_(j-1)); thresholds never reached add 0,
-    as in pycocotools. Work arrays are (resamples x rows), so running sums and maxima run along memory."""
+    Work arrays are (run ends x resamples): running sums and maxima run down the rows, each step a vector over the
+    resamples (numpy's and torch's scans along memory elementwise are several times slower). Interpolated precision
+    at recall threshold r is the best precision from the first run end reaching r on; with c_j the number of
+    thresholds reached at run end j, run end j is that first one for c_j - c_(j-1) of them, so the sum over
+    thresholds is sum_j (best precision from j on) * (c_j - c_(j-1)); thresholds never reached add 0, as in
+    pycocotools. The terms are summed in j's order (bincount), as ever: the same numbers to the last bit."""
     import torch
 
-    b, n = len(w), g.rows
-    counted = np.ascontiguousarray((g.counted @ w.T).T)  # counted at any threshold, per run end of any
-    torch.from_numpy(counted).cumsum_(1)
-    tp, den = np.empty((b, n)), np.empty((b, n))
+    b = drawn.shape[1]
+    counted = g.counted @ drawn  # counted at any threshold, per run end of any
+    torch.from_numpy(counted).cumsum_(0)
     for th in g.thresholds:
-        tp[:, th.lo:th.hi] = _running_sum(w, th.tp_img)[:, th.tp_at]
-        np.subtract(counted[:, th.union_at], _running_sum(w, th.gap_img)[:, th.gap_at], out=den[:, th.lo:th.hi])
-        recall[:, th.iou] = tp[:, th.hi - 1] / np.maximum(npig, 1)
-    den += np.spacing(1)
-    precision = np.divide(tp, den, out=den)  # pycocotools' tp / (fp + tp + eps)
-    reached = _reached(tp, npig[:, None])
-    step = tp  # (its counts are spent)
-    np.subtract(reached[:, 1:], reached[:, :-1], out=step[:, 1:])
-    first = [th.lo for th in g.thresholds]
-    step[:, first] = reached[:, first]  # >= 1: recall threshold 0 is reached from the first run end on
-    # Only run ends that reach new thresholds (and each threshold's first) start a term: the best precision from
-    # there on is the best of the stretch up to the next such run end and of those after it.
-    at = np.flatnonzero(step.ravel())
-    stretch = np.maximum.reduceat(precision.ravel(), at)
-    weight = step.ravel()[at]
-    row, col = np.divmod(at, n)
-    which = row * len(first) + np.searchsorted(first, col, "right") - 1  # (resample, threshold) of each term
-    psum[:, [th.iou for th in g.thresholds]] = np.bincount(
-        which, weights=_suffix_max(stretch, which) * weight, minlength=b * len(first)).reshape(b, -1)
+        tp = th.tp @ drawn
+        torch.from_numpy(tp).cumsum_(0)
+        recall[:, th.iou] = tp[-1] / npig
+        n, chunk = th.rows, max(1, min(CHUNK, math.isqrt(th.rows)))
+        precision = np.empty((-(-n // chunk) * chunk, b))  # padded to whole chunks of rows, with 0
+        precision[n:] = 0.0
+        den = np.take(counted, th.union_at, axis=0, out=precision[:n], mode="clip")  # (clip: no bounds check)
+        if th.gap is not None:
+            gap = np.zeros((th.gap.shape[0] + 1, b))
+            gap[1:] = th.gap @ drawn
+            torch.from_numpy(gap).cumsum_(0)
+            den -= np.take(gap, th.gap_at, axis=0, mode="clip")
+        den += np.spacing(1)
+        np.divide(tp, den, out=den)  # pycocotools' tp / (fp + tp + eps)
+        reached = _reached(tp, npig)  # less 1
+        step = tp  # (its counts are spent)
+        np.subtract(reached[1:], reached[:-1], out=step[1:])
+        step[0] = reached[0] + 1  # >= 1: recall threshold 0 is reached from the first run end on
+        _suffix_max(precision, chunk)
+        at = np.flatnonzero(step != 0)  # (a bool array: numpy's nonzero of floats is four times slower)
+        psum[:, th.iou] = np.bincount(at % b, precision.ravel()[at] * step.ravel()[at], minlength=b)
 
 
-def _suffix_max(x: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Running maximum from the right within each run of equal `group` values (sorted) of a 1-D array: a padded
-    (groups x longest) array, scanned along its rows (short: at most 102 terms a group)."""
-    start = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
-    size = np.diff(np.r_[start, len(x)])
-    g = np.repeat(np.arange(len(start)), size)
-    rank = np.arange(len(x)) - start[g]
-    pad = np.zeros((len(start), size.max(initial=0)))
-    pad[g, size[g] - 1 - rank] = x  # each group reversed, padded with 0 (no precision is below 0)
-    return np.maximum.accumulate(pad, axis=1)[g, size[g] - 1 - rank]
+def _suffix_max(x: np.ndarray, chunk: int) -> None:
+    """Running maximum from the last row up, in place, of an array whose rows are whole chunks of `chunk` rows:
+    within the chunks a row at a time, then across them (numpy's accumulate down the rows is several times slower)."""
+    x = x.reshape(-1, chunk, x.shape[1])
+    for i in range(chunk - 2, -1, -1):
+        np.maximum(x[:, i], x[:, i + 1], out=x[:, i])
+    if len(x) > 1:
+        after = np.maximum.accumulate(x[:0:-1, 0], axis=0)[::-1]  # the best of every later chunk
+        np.maximum(x[:-1], after[:, None], out=x[:-1])
 
 
 class _OneThreadPerOp:
@@ -239,33 +257,26 @@ class _OneThreadPerOp:
         return run
 
 
-def _running_sum(w: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """Per resample (row of w): 0, then the running sum of w over `images` (b x len(images) + 1). float64 running
-    sums of integers are exact below 2**53; torch's scan along memory is 15x numpy's cumsum here."""
-    import torch
-
-    out = np.zeros((len(w), len(images) + 1))
-    np.take(w, images, axis=1, out=out[:, 1:], mode="clip")  # every index is an image: no bounds to check
-    torch.from_numpy(out).cumsum_(1)
-    return out
-
-
 def _reached(tp: np.ndarray, npig: np.ndarray) -> np.ndarray:
     """How many of pycocotools' recall thresholds (np.linspace(0, 1, 101)) a true-positive count reaches in its
-    float arithmetic (recall = tp / npig; reached where recall >= threshold); npig broadcasts against tp.
+    float arithmetic (recall = tp / npig; reached where recall >= threshold), less 1; tp is (run ends x resamples),
+    npig (at least 1) per resample; tp is overwritten.
 
     Threshold r is reached exactly when r / 100 <= tp / npig, i.e. r <= floor(100 tp / npig) (a quotient of
     integers is never within an ulp of an integer it does not equal); where it equals one, k, pycocotools compares
-    linspace's k * 0.01 with the division's k / 100, which differ in the last bit for ten k (35, 41, ..., 95)."""
-    q = tp * 100
-    q /= np.maximum(npig, 1)
+    linspace's k * 0.01 with the division's k / 100, which differ in the last bit for ten k (35, 41, ..., 95). Such
+    a k is 100 tp / npig only where npig is a multiple of 10 (100 / gcd(k, 100) divides it): those resamples alone
+    are looked at."""
+    q = tp
+    q *= 100
+    q /= npig
     k = np.floor(q)
-    on = q == k  # exactly on a threshold (rare): is it reached in float arithmetic?
-    k += 1
-    if on.any():
-        at = np.flatnonzero(on)
-        kk = k.ravel()[at].astype(np.intp) - 1
-        k.ravel()[at] -= REC_THRS[kk] > kk / 100  # (tp <= npig: k <= 100)
+    cols = np.flatnonzero(npig % 10 == 0)
+    if len(cols):
+        rows, at = np.nonzero(q[:, cols] == k[:, cols])  # exactly on a threshold: reached in float arithmetic?
+        at = cols[at]
+        kk = k[rows, at].astype(np.intp)
+        k[rows, at] -= REC_THRS[kk] > kk / 100  # (tp <= npig: k <= 100)
     return k
 
 

@@ -20,6 +20,7 @@ from ..data.yolo import image_size, label_path, read_labels, read_regions, to_xy
 from ..data.yolo import load_data_yaml  # noqa: F401  (eval.compare reads data YAMLs through this module)
 from ..errors import InputError
 from . import buckets, matching
+from .results import Results
 
 MAX_DETS = (100, 500)  # VisDrone images hold hundreds of objects: 100 alone truncates recall
 IGNORE_COVERAGE = 0.5
@@ -67,17 +68,21 @@ def build_gt(images: list[Path], names: list[str]) -> dict:
     return gt
 
 
-def drop_ignored(detections: list[dict], gt: dict) -> list[dict]:
-    """Detections less than half covered by their image's ignored regions (the rest are ignored, as in VisDrone)."""
+def drop_ignored(detections, gt: dict) -> Results:
+    """Detections (COCO results: a list or Results) less than half covered by their image's ignored regions (the rest
+    are ignored, as in VisDrone), grouped by image in the order images first appear, in file order within each."""
+    dets = Results.of(detections)
     regions = {im["id"]: np.array(im.get("ignored_regions", []), dtype=float).reshape(-1, 4) for im in gt["images"]}
-    by_image: dict[int, list[dict]] = {}
-    for d in detections:
-        by_image.setdefault(d["image_id"], []).append(d)
-    kept = []
-    for image_id, dets in by_image.items():
-        frac = covered_fraction(np.array([d["bbox"] for d in dets], dtype=float), regions[image_id])
-        kept += [d for d, f in zip(dets, frac) if f < IGNORE_COVERAGE]
-    return kept
+    _, first, inverse = np.unique(dets.image_id, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.intp)
+    rank[np.argsort(first)] = np.arange(len(first))  # images in the order they first appear
+    order = np.argsort(rank[inverse], kind="stable")
+    image = dets.image_id[order]
+    start = np.flatnonzero(np.r_[True, image[1:] != image[:-1]]) if len(image) else np.zeros(0, np.intp)
+    kept = np.ones(len(order), bool)
+    for lo, hi in zip(start, np.r_[start[1:], len(image)]):
+        kept[lo:hi] = covered_fraction(dets.bbox[order[lo:hi]], regions[int(image[lo])]) < IGNORE_COVERAGE
+    return dets.take(order[kept])
 
 
 def _backend(name: str):
@@ -109,7 +114,7 @@ def evaluate(gt: dict, detections: list[dict], sizes: str = buckets.SIZES[0], pr
     return matching.evaluate(gt, detections, buckets.buckets(sizes), MAX_DETS, progress)
 
 
-def run_cocoeval(gt: dict, detections: list[dict], backend: str = "pycocotools", sizes: str | None = None):
+def run_cocoeval(gt: dict, detections, backend: str = "pycocotools", sizes: str | None = None):
     """A library's evaluated-and-accumulated COCOeval (bbox) with maxDets 1, 10, 100, 500 and COCO's area ranges
     (or the buckets of `sizes`); its chatter is swallowed. The reference compare's own evaluation is checked with."""
     COCO, COCOeval = _backend(backend)
@@ -117,8 +122,8 @@ def run_cocoeval(gt: dict, detections: list[dict], backend: str = "pycocotools",
         coco_gt = COCO()
         coco_gt.dataset = copy.deepcopy(gt)
         coco_gt.createIndex()
-        if detections:
-            coco_dt = coco_gt.loadRes(copy.deepcopy(detections))
+        if len(detections):
+            coco_dt = coco_gt.loadRes(copy.deepcopy(list(detections)))
         else:  # pycocotools' loadRes cannot take an empty list: an empty result set is just no annotations
             coco_dt = COCO()
             coco_dt.dataset = {"images": gt["images"], "categories": gt["categories"], "annotations": []}
@@ -133,7 +138,7 @@ def run_cocoeval(gt: dict, detections: list[dict], backend: str = "pycocotools",
     return e
 
 
-def cross_check(gt: dict, detections: list[dict], e: matching.Evaluation, backend: str) -> float:
+def cross_check(gt: dict, detections, e: matching.Evaluation, backend: str) -> float:
     """Largest difference between compare's precision and recall arrays and those of a library evaluator run on
     the same detections with the same buckets (0 for pycocotools: the same rules to the last bit)."""
     sizes = next(s for s in buckets.SIZES if buckets.buckets(s) == e.buckets)

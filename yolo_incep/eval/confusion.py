@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .results import Results
+
 SMALL_AREA = 32 ** 2  # COCO's small/medium boundary
 
 
@@ -51,8 +53,9 @@ class Confusion:
                                               enumerate(zip(row, widths))) for row in cells])
 
 
-def small_confusion(gt: dict, detections: list[dict], conf: float = 0.25, iou: float = 0.5) -> Confusion:
-    """The confusion table of small objects for COCO ground truth (ignored boxes as iscrowd) and COCO results."""
+def small_confusion(gt: dict, detections, conf: float = 0.25, iou: float = 0.5) -> Confusion:
+    """The confusion table of small objects for COCO ground truth (ignored boxes as iscrowd) and COCO results (a
+    list or results.Results)."""
     from pycocotools import mask as mask_utils
 
     names = [c["name"] for c in gt["categories"]]
@@ -61,21 +64,22 @@ def small_confusion(gt: dict, detections: list[dict], conf: float = 0.25, iou: f
     boxes: dict[int, list[dict]] = {}
     for a in gt["annotations"]:
         boxes.setdefault(a["image_id"], []).append(a)
-    dets: dict[int, list[dict]] = {}
-    for d in detections:
-        if d["score"] >= conf:
-            dets.setdefault(d["image_id"], []).append(d)
-    for image_id in {im["id"] for im in gt["images"]}:
+    res = Results.of(detections)
+    res = res.take(np.flatnonzero(res.score >= conf))
+    res = res.take(np.lexsort((np.arange(len(res)), -res.score, res.image_id)))  # per image by score, stable
+    classes = np.array([index[c] for c in res.category_id.tolist()], int)
+    images = sorted({im["id"] for im in gt["images"]})
+    for image_id, lo, hi in zip(images, np.searchsorted(res.image_id, images),
+                                np.searchsorted(res.image_id, images, "right")):
         g = boxes.get(image_id, [])
-        d = sorted(dets.get(image_id, []), key=lambda x: -x["score"])
+        d_box, d_cls = res.bbox[lo:hi], classes[lo:hi]
         crowd = np.array([bool(a["iscrowd"]) for a in g], bool)
         g_cls = np.array([index[a["category_id"]] for a in g], int)
-        d_cls = np.array([index[x["category_id"]] for x in d], int)
-        ious = np.zeros((len(d), len(g)))
-        if len(d) and len(g):
-            ious = np.asarray(mask_utils.iou([x["bbox"] for x in d], [a["bbox"] for a in g], crowd.astype(int)))
+        ious = np.zeros((len(d_box), len(g)))
+        if len(d_box) and len(g):
+            ious = np.asarray(mask_utils.iou(d_box, [a["bbox"] for a in g], crowd.astype(int)))
         real = ious * ~crowd[None, :]
-        match = np.full(len(d), -1)
+        match = np.full(len(d_box), -1)
         taken = crowd.copy()  # ignored boxes are never rows
         reach = np.flatnonzero((real >= iou).any(1)) if len(g) else np.zeros(0, int)  # the others match nothing
         for same_class in (True, False):
@@ -90,7 +94,7 @@ def small_confusion(gt: dict, detections: list[dict], conf: float = 0.25, iou: f
         hit = np.flatnonzero(match >= 0)
         hit = hit[small[match[hit]]]
         np.add.at(counts, (g_cls[match[hit]], d_cls[hit]), 1)
-        area = np.array([x["bbox"][2] * x["bbox"][3] for x in d]).reshape(-1)
+        area = d_box[:, 2] * d_box[:, 3]
         lone = (match < 0) & (area < SMALL_AREA) & ~(ious >= iou).any(1)  # on no box at all (a duplicate or an
         np.add.at(counts, (-1, d_cls[lone]), 1)  # ignored box is not background)
         np.add.at(counts, (g_cls[small & ~taken], -1), 1)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .buckets import Bucket
+from .results import Results
 
 IOU_THRS = np.linspace(0.5, 0.95, 10)  # pycocotools' Params, built the same way (bit-identical thresholds)
 REC_THRS = np.linspace(0.0, 1.0, 101)
@@ -96,17 +97,17 @@ class Evaluation:
     matches: dict  # 'det': detections with a candidate; 'gt': (T, A, len(det)) the box each took, -1: none
 
 
-def evaluate(gt: dict, detections: list[dict], buckets: tuple[Bucket, ...], max_dets: tuple[int, ...],
+def evaluate(gt: dict, detections, buckets: tuple[Bucket, ...], max_dets: tuple[int, ...],
              progress=None) -> Evaluation:
-    """pycocotools' bbox evaluate() and accumulate() with these size buckets (areaRng) and maxDets; `progress(n)`,
-    if given, is called as images are matched."""
+    """pycocotools' bbox evaluate() and accumulate() of COCO results (a list or results.Results) with these size
+    buckets (areaRng) and maxDets; `progress(n)`, if given, is called as images are matched."""
     img_ids = sorted({im["id"] for im in gt["images"]})
     cat_ids = sorted({c["id"] for c in gt["categories"]})
     names = {c["id"]: c["name"] for c in gt["categories"]}
     img_index, cat_index = {v: i for i, v in enumerate(img_ids)}, {v: k for k, v in enumerate(cat_ids)}
     area_rng = np.array([b.area for b in buckets], float)
     truth, g_box, g_order = _truth(gt, img_index, cat_index, area_rng)
-    dets, d_box = _detections(detections, img_index, cat_index, max(max_dets))
+    dets, d_box = _detections(detections, np.array(img_ids, np.int64), np.array(cat_ids, np.int64), max(max_dets))
     pairs = _overlaps(dets, d_box, truth, g_box, len(img_ids), progress)
     match = _match(dets, truth, pairs, area_rng, g_order)
     groups = _groups(dets, truth, match, area_rng, len(img_ids), len(cat_ids))
@@ -131,21 +132,20 @@ def _truth(gt: dict, img_index: dict, cat_index: dict, area_rng: np.ndarray):
     return t, box, np.arange(len(anns))  # sorted by file order within (image, class): the position is the order
 
 
-def _detections(detections: list[dict], img_index: dict, cat_index: dict, max_det: int):
+def _detections(detections, img_ids: np.ndarray, cat_ids: np.ndarray, max_det: int):
     """Detections sorted by image, class, score (stable), cut at max_det per (image, class); and their boxes."""
-    dets = [d for d in detections if d["category_id"] in cat_index]  # pycocotools evaluates its categories only
-    unknown = next((d["image_id"] for d in dets if d["image_id"] not in img_index), None)
-    if unknown is not None:  # pycocotools' loadRes refuses them too
-        raise ValueError(f"detection of image id {unknown}, which the ground truth does not have")
-    image = np.array([img_index[d["image_id"]] for d in dets], np.int64)
-    cat = np.array([cat_index[d["category_id"]] for d in dets], np.int64)
-    score = np.array([d["score"] for d in dets], float)
-    box = np.array([d["bbox"] for d in dets], float).reshape(-1, 4)
-    order = np.lexsort((np.arange(len(dets)), -score, cat, image))
+    res = Results.of(detections)
+    res = res.take(np.isin(res.category_id, cat_ids))  # pycocotools evaluates its categories only
+    known = np.isin(res.image_id, img_ids)
+    if not known.all():  # pycocotools' loadRes refuses them too
+        raise ValueError(f"detection of image id {res.image_id[np.argmin(known)]}, which the ground truth does not have")
+    image, cat = np.searchsorted(img_ids, res.image_id), np.searchsorted(cat_ids, res.category_id)
+    score, box = res.score, res.bbox
+    order = np.lexsort((np.arange(len(res)), -score, cat, image))
     image, cat, score, box = image[order], cat[order], score[order], box[order]
-    first = np.r_[True, (np.diff(image) != 0) | (np.diff(cat) != 0)] if len(dets) else np.zeros(0, bool)
+    first = np.r_[True, (np.diff(image) != 0) | (np.diff(cat) != 0)] if len(res) else np.zeros(0, bool)
     start = np.flatnonzero(first)
-    rank = np.arange(len(dets)) - np.repeat(start, np.diff(np.r_[start, len(dets)]))
+    rank = np.arange(len(res)) - np.repeat(start, np.diff(np.r_[start, len(res)]))
     keep = rank < max_det
     image, cat, score, box, rank = image[keep], cat[keep], score[keep], box[keep], rank[keep]
     n = len(image)

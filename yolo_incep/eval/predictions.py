@@ -30,10 +30,14 @@ import lzma
 import math
 import re
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import InputError
 from ..files import atomic_write_bytes
+from .results import Results
 
 SLICED_NAME = re.compile(r"\+slice(\d+)$")  # compare's name for a sliced row: '<arm>+slice<size>'
 SUFFIXES = (".json", ".json.gz", ".json.xz")
@@ -62,7 +66,7 @@ class Predictions:
     """Detections of one model on one split (image ids = 1-based positions in the split) and what is known of it."""
 
     source: str
-    detections: list[dict]
+    detections: Results
     info: dict = field(default_factory=dict)
 
     @property
@@ -98,18 +102,18 @@ def read(source: str | Path, images: list[Path], nc: int, ids_by_position: bool 
     except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"predictions {source}: not a COCO results JSON ({type(e).__name__}: {e})") from e
     if isinstance(doc, list):
-        dets, info, ids = doc, {}, None
+        info, ids = {}, None
         _check_sibling_gt(path, images, ids_by_position)
+        columns = _entries(doc)
     elif isinstance(doc, dict) and isinstance(doc.get("images"), list) and (
             isinstance(doc.get("annotations"), list) or isinstance(doc.get("columns"), dict)):
-        dets = doc["annotations"] if "annotations" in doc else _rows(source, doc["columns"])
+        columns = _entries(doc["annotations"]) if "annotations" in doc else _checked_columns(source, doc["columns"])
         info = _checked_info(source, doc.get("info"))
         ids = _match_images(source, doc["images"], images)
     else:
         raise InputError(f"predictions {source}: expected a COCO results list, or a dict with 'images' and "
                          "'annotations' (or 'columns')")
-    out = [_checked(source, k, d, len(images), nc, ids) for k, d in enumerate(dets)]
-    return Predictions(str(source), out, info)
+    return Predictions(str(source), _checked_all(source, columns, len(images), nc, ids), info)
 
 
 # the `info` fields compare reads, with their types: (check, what it must be); other fields are kept unread
@@ -138,17 +142,64 @@ def _checked_info(source, info) -> dict:
     return info
 
 
-def _rows(source, cols: dict) -> list[dict]:
-    """Results entries from `write`'s columns (checked entry by entry afterwards, like any other results)."""
+def _checked_columns(source, cols: dict) -> dict:
+    """`write`'s columns, their lists and lengths checked (the entries are checked with all others')."""
     keys = ("image_id", "category_id", "bbox", "score")
     if not all(isinstance(cols.get(k), list) for k in keys):
         raise InputError(f"predictions {source}: 'columns' needs the lists {', '.join(keys)}")
     n = len(cols["image_id"])
     if not len(cols["category_id"]) == len(cols["score"]) == n or len(cols["bbox"]) != 4 * n:
         raise InputError(f"predictions {source}: 'columns' of different lengths (bbox holds 4 numbers a detection)")
-    boxes = cols["bbox"]
-    return [{"image_id": i, "category_id": c, "bbox": boxes[4 * k:4 * k + 4], "score": s}
-            for k, (i, c, s) in enumerate(zip(cols["image_id"], cols["category_id"], cols["score"]))]
+    return dict(cols, entry=lambda k: {"image_id": cols["image_id"][k], "category_id": cols["category_id"][k],
+                                       "bbox": cols["bbox"][4 * k:4 * k + 4], "score": cols["score"][k]}, n=n)
+
+
+def _entries(dets: list) -> dict:
+    """A results list as columns (bbox flattened), for _checked_all; None where not every entry is an object."""
+    if not set(map(type, dets)) <= {dict}:
+        return {"entry": dets.__getitem__, "n": len(dets), "image_id": None}  # (read entry by entry)
+    boxes = [d.get("bbox") for d in dets]
+    flat = list(chain.from_iterable(boxes)) if set(map(type, boxes)) <= {list} and set(map(len, boxes)) <= {4} \
+        else None
+    return {"image_id": [d.get("image_id") for d in dets], "category_id": [d.get("category_id") for d in dets],
+            "bbox": flat, "score": [d.get("score") for d in dets], "entry": dets.__getitem__, "n": len(dets)}
+
+
+INTS, NUMBERS = {int}, {int, float}  # JSON's types (bool is not an int here, as _checked says)
+
+
+def _checked_all(source, cols: dict, n_images: int, nc: int, ids: dict[int, int] | None) -> Results:
+    """Every entry checked as _checked checks one, with numpy over the columns; the first entry that fails (in file
+    order) goes through _checked, which names it and what is wrong. Entries of other types than JSON's plain ints
+    and numbers (or numbers no array holds) are read one by one, as _checked reads them."""
+    n = cols["n"]
+    try:
+        typed = cols["image_id"] is not None and cols["bbox"] is not None and all(
+            set(map(type, cols[key])) <= kinds for key, kinds in
+            (("image_id", INTS), ("category_id", INTS), ("bbox", NUMBERS), ("score", NUMBERS)))
+        if typed:
+            image, cat = np.array(cols["image_id"], np.int64), np.array(cols["category_id"], np.int64)
+            box = np.array(cols["bbox"], float).reshape(n, 4)
+            score = np.array(cols["score"], float)
+    except OverflowError:  # a number beyond int64 or float64: as _checked would take it
+        typed = False
+    if not typed:
+        out = [_checked(source, k, cols["entry"](k), n_images, nc, ids) for k in range(n)]
+        return Results.of(out)
+    if ids is None:
+        bad = (image < 1) | (image > n_images)
+    else:
+        listed, inverse = np.unique(image, return_inverse=True)
+        image = np.array([ids.get(i, 0) for i in listed.tolist()], np.int64)[inverse]  # split positions are >= 1
+        bad = image == 0
+    bad |= (cat < 1) | (cat > nc)
+    bad |= ~np.isfinite(box).all(1) | (box[:, 2:] < 0).any(1)
+    bad |= ~np.isfinite(score) | (score < 0) | (score > 1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        _checked(source, k, cols["entry"](k), n_images, nc, ids)
+        raise AssertionError(f"predictions {source}: detection {k} failed a check _checked passes")
+    return Results(image, cat, box, score)
 
 
 def _match_images(source, listed: list, images: list[Path]) -> dict[int, int]:

@@ -14,6 +14,7 @@ from ..files import atomic_write_bytes
 from . import buckets, coco
 from .analysis import Analysis, table_rows, write_files
 from .bootstrap import DELTA_KEYS, Delta, delta_keys
+from .results import Results
 
 
 @dataclass
@@ -342,5 +343,6 @@ def write_report(report: CompareReport, out: Path) -> None:
 
 
 def write_json(path: Path, obj) -> None:
-    """gt.json / predictions_<name>.json: COCO files any evaluator reads, written atomically."""
-    atomic_write_bytes(path, json.dumps(obj))
+    """gt.json / predictions_<name>.json (a dict, or results.Results): COCO files any evaluator reads, written
+    atomically."""
+    atomic_write_bytes(path, obj.json() if isinstance(obj, Results) else json.dumps(obj))
