@@ -16,20 +16,26 @@ from yolo_incep import cli
 from yolo_incep.eval import compare, models
 
 # Formats whose runtimes the dev extras install; LiteRT and PaddlePaddle are optional extras (docs/deploy.md), run
-# here when installed. Tolerance: of the largest output value; NCNN stores weights and activations as fp16 on x86.
-FORMATS = {"torchscript": 1e-4, "onnx": 1e-4, "openvino": 1e-3, "ncnn": 2e-2, "mnn": 1e-3, "executorch": 1e-4,
+# here when installed. Tolerance on boxes (of the largest coordinate) and on class scores (absolute), as each runtime
+# computes by default: OpenVINO in bf16 on CPUs with AVX512-BF16 or AMX, NCNN with fp16 storage on x86.
+FORMATS = {"torchscript": 1e-4, "onnx": 1e-4, "openvino": 1e-2, "ncnn": 1e-2, "mnn": 1e-3, "executorch": 1e-4,
            "litert": 1e-3, "paddle": 1e-3}
 MODEL = "yolov8n-incep-p2.yaml"  # the product's small-object model: Inception blocks, the stock P2 head
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    """A 2-class yolov8n-incep-p2 (classes a, b as the `data` fixture) with non-trivial norms and layer scales."""
+    """A 2-class yolov8n-incep-p2 (classes a, b as the `data` fixture) with non-trivial norms and layer scales, and
+    class logits around 0 rather than Ultralytics' prior of -9: scores spread over (0, 1), so hundreds of boxes pass
+    conf 0.001 and their order is not decided by rounding."""
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(0)
     model = DetectionModel(MODEL, nc=2, verbose=False)
     randomize_norms(model, seed=0)
+    with torch.no_grad():
+        for branch in model.model[-1].cv3:
+            branch[-1].bias.zero_()
     model.names = {0: "a", 1: "b"}
     path = tmp_path_factory.mktemp("ckpt") / "best.pt"
     torch.save({"model": model, "train_args": {}}, path)
@@ -78,8 +84,11 @@ def test_export_loads_and_equals_pytorch(fmt, checkpoint, tmp_path):
     backend = AutoBackend(path, device=torch.device("cpu"), verbose=False)
     got = backend(x)
     got = (got[0] if isinstance(got, (list, tuple)) else got).numpy()
-    assert got.shape == expected.shape
-    assert abs(got - expected).max() < FORMATS[fmt] * abs(expected).max()
+    assert got.shape == expected.shape  # (1, 4 + classes, anchors): boxes in pixels, then class scores
+    boxes, scores = slice(0, 4), slice(4, None)
+    assert abs(got[:, boxes] - expected[:, boxes]).max() < FORMATS[fmt] * abs(expected[:, boxes]).max()
+    assert abs(got[:, scores] - expected[:, scores]).max() < FORMATS[fmt]
+    assert 0.05 < expected[:, scores].mean() < 0.95  # scores that can differ
     assert backend.names == {0: "a", 1: "b"} and list(backend.imgsz) == [64, 64]
 
 
@@ -90,7 +99,7 @@ def test_compare_scores_an_export_as_its_checkpoint(checkpoint, data, tmp_path):
     report = compare.compare_models([f"pt={checkpoint}", f"onnx={onnx}"], data, imgsz=64, out=tmp_path / "o",
                                     device="cpu", latency_runs=2, resamples=50, verbose=False)
     pt, ox = report.models
-    assert pt.detections > 100 and abs(ox.detections - pt.detections) <= 0.01 * pt.detections
+    assert pt.detections > 200 and abs(ox.detections - pt.detections) <= 0.01 * pt.detections
     for key, value in pt.flat.items():
         if value is not None and "@" in key:
             assert ox.flat[key] == pytest.approx(value, abs=1e-3), key
@@ -108,8 +117,10 @@ def test_int8_exports_cost_with_paired_intervals(checkpoint, data, tmp_path):
     drops against the same reference equals the contrast of the two INT8 arms (the same image resamples)."""
     pytest.importorskip("nncf")
     pytest.importorskip("onnxruntime")
-    ov8 = export(checkpoint, tmp_path / "ov", format="openvino", imgsz=64, quantize=8, data=str(data))
-    ort8 = export(checkpoint, tmp_path / "ort", format="onnx", imgsz=64, quantize=8, data=str(data))
+    calib = tmp_path / "calib.yaml"  # Ultralytics' exporter wants a train split too; it calibrates on `split`
+    calib.write_text(data.read_text() + f"train: {data.parent / 'images/val'}\n")
+    ov8 = export(checkpoint, tmp_path / "ov", format="openvino", imgsz=64, quantize=8, data=str(calib))
+    ort8 = export(checkpoint, tmp_path / "ort", format="onnx", imgsz=64, quantize=8, data=str(calib))
     assert Path(ov8).name == "best_int8_openvino_model" and Path(ort8).name == "best_int8.onnx"
     report = compare.compare_models([f"fp32={checkpoint}", f"ov8={ov8}", f"ort8={ort8}"], data, imgsz=64,
                                     out=tmp_path / "o", device="cpu", latency_runs=1, resamples=200, verbose=False,
@@ -122,7 +133,14 @@ def test_int8_exports_cost_with_paired_intervals(checkpoint, data, tmp_path):
     for key in ("AP@500", "AP_small@500", "AR@100"):
         assert paired_one.delta[key].to_json() == ov_row.delta[key].to_json()
         assert paired_two.delta[key].to_json() == versus.delta[key].to_json()
-    assert any(d.ci95 and d.ci95[0] < d.ci95[1] for d in paired_two.delta.values())  # not all degenerate
+    # quantized for real: INT8 nodes in both graphs, and detections that moved (the math on non-zero AP values is
+    # test_a_difference_of_two_costs_against_one_reference_is_their_contrast's)
+    import onnx
+
+    assert any(n.op_type == "QuantizeLinear" for n in onnx.load(ort8).graph.node)
+    assert "FakeQuantize" in next(Path(ov8).glob("*.xml")).read_text()
+    fp32, ov_dets = (json.loads((tmp_path / f"o/predictions_{n}.json").read_text()) for n in ("fp32", "ov8"))
+    assert ov_dets and ov_dets != fp32
 
 
 @pytest.fixture(scope="module")

@@ -133,9 +133,9 @@ class Exported:
 
     def info(self) -> dict:
         """What the report says of it: format, precision, input it was fixed to, runtime package and version."""
-        module, dist, _ = CPU_RUNTIMES[self.format]
+        dist = CPU_RUNTIMES[self.format][1]
         return {"format": self.format, "precision": self.precision, "imgsz": None if self.dynamic else self.imgsz,
-                "batch": None if self.dynamic else self.batch, "runtime": f"{dist} {_version(dist)}"}
+                "batch": None if self.dynamic else self.batch, "runtime": f"{dist} {package_version(dist)}"}
 
     def latency_ms(self, reps: int) -> float:
         """Median ms per image of the runtime's forward pass on a zero batch of the export's own shape (batch images
@@ -205,7 +205,8 @@ def load_export(source: str, names: list[str], by_index: bool, imgsz: int, batch
                     int(backend.stride), precision)
 
 
-def _version(dist: str) -> str:
+def package_version(dist: str) -> str:
+    """An installed distribution's version, "?" when it is not installed."""
     try:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
