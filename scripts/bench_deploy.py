@@ -4,7 +4,9 @@ Per format and model: does `yolo export` succeed, does `YOLO(export)` load it (U
 its output is from the PyTorch FP32 model's, and its latency over the stock counterpart's in that runtime (batch 1,
 fused, interleaved in one run, one runtime per run: a runtime timed in the same loop as another slows both).
 Weights are YAML-built (seed 0) with the layer scales drawn from U(0.5, 1), so that the Inception blocks count in
-the output (fresh ones are 1e-6, nearly the identity); nothing is downloaded.
+the output (fresh ones are 1e-6, nearly the identity), and the class logits' biases zeroed, so that scores spread
+over (0, 1) (Ultralytics' prior makes a fresh model's scores ~1e-5, where no score difference could show); nothing
+is downloaded.
 
     python scripts/bench_deploy.py export --work W                  # every format: exports, loads, parity
     python scripts/bench_deploy.py time --work W --variant onnx     # one runtime's latencies (exclusive CPU)
@@ -49,7 +51,8 @@ def models() -> list[str]:
 
 
 def checkpoint(name: str, work: Path) -> Path:
-    """`work/ckpt/<stem>/<stem>.pt`: the YAML-built model (seed 0, 80 classes) with layer scales in U(0.5, 1)."""
+    """`work/ckpt/<stem>/<stem>.pt`: the YAML-built model (seed 0, 80 classes), layer scales in U(0.5, 1), class
+    biases 0."""
     from yolo_incep.nn import MetaNeXtBlock
 
     stem = Path(name).stem
@@ -61,6 +64,9 @@ def checkpoint(name: str, work: Path) -> Path:
             for m in model.modules():
                 if isinstance(m, MetaNeXtBlock) and m.gamma is not None:
                     m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) * 0.5 + 0.5)
+            head = model.model[-1]
+            for branch in [*head.cv3, *getattr(head, "one2one_cv3", [])]:
+                branch[-1].bias.zero_()
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model, "train_args": {}}, path)
     return path
@@ -110,8 +116,13 @@ def export_one(name: str, variant: str, work: Path, imgsz: int, calib: dict) -> 
     if got.shape != expected.shape:
         return row | {"error": f"output shape {tuple(got.shape)}, PyTorch's {tuple(expected.shape)}"}
     diff = (got - expected).abs()
-    return row | {"max_abs_diff_boxes": round(float(diff[:, :4].max()), 5),
-                  "max_abs_diff_scores": round(float(diff[:, 4:].max()), 6)}
+    return row | {"max_abs_diff_boxes": _sig(diff[:, :4].max()), "max_abs_diff_scores": _sig(diff[:, 4:].max()),
+                  "max_abs_boxes": _sig(expected[:, :4].abs().max()), "mean_score": _sig(expected[:, 4:].mean())}
+
+
+def _sig(v) -> float:
+    """Three significant digits."""
+    return float(f"{float(v):.3g}")
 
 
 def run_export(args) -> None:
@@ -178,7 +189,7 @@ def run_table(args) -> None:
             for m in (stock, incep):
                 r = done["models"][m]
                 cells[Path(m).stem] = {k: r[k] for k in ("exported", "loaded", "max_abs_diff_boxes",
-                                                        "max_abs_diff_scores", "error") if k in r}
+                                                        "max_abs_diff_scores", "max_abs_boxes", "error") if k in r}
             ratio = timing.get("ratio", {}).get(incep)
             rows[Path(incep).stem] = cells | ({"latency_vs_stock": ratio} if ratio is not None else {})
         table[variant] = {"runtime": done["runtime"], "pairs": rows}
