@@ -3,10 +3,10 @@
 Per format and model: does `yolo export` succeed, does `YOLO(export)` load it (Ultralytics' AutoBackend), how far
 its output is from the PyTorch FP32 model's, and its latency over the stock counterpart's in that runtime (batch 1,
 fused, interleaved in one run, one runtime per run: a runtime timed in the same loop as another slows both).
-Weights are YAML-built (seed 0) with the layer scales drawn from U(0.5, 1), so that the Inception blocks count in
-the output (fresh ones are 1e-6, nearly the identity), and the class logits' biases zeroed, so that scores spread
-over (0, 1) (Ultralytics' prior makes a fresh model's scores ~1e-5, where no score difference could show); nothing
-is downloaded.
+Weights are YAML-built (seed 0), made to produce outputs that can differ: BatchNorm statistics taken from one batch
+of random images (a fresh network's activations otherwise fade through its depth to a near-constant output), layer
+scales drawn from U(0.5, 1) (fresh ones are 1e-6: the Inception blocks would be the identity) and the class logits'
+biases zeroed (Ultralytics' prior makes a fresh model's scores ~1e-5); nothing is downloaded.
 
     python scripts/bench_deploy.py export --work W                  # every format: exports, loads, parity
     python scripts/bench_deploy.py time --work W --variant onnx     # one runtime's latencies (exclusive CPU)
@@ -51,8 +51,8 @@ def models() -> list[str]:
 
 
 def checkpoint(name: str, work: Path) -> Path:
-    """`work/ckpt/<stem>/<stem>.pt`: the YAML-built model (seed 0, 80 classes), layer scales in U(0.5, 1), class
-    biases 0."""
+    """`work/ckpt/<stem>/<stem>.pt`: the YAML-built model (seed 0, 80 classes), BatchNorm statistics of 4 random
+    images, layer scales in U(0.5, 1), class biases 0."""
     from yolo_incep.nn import MetaNeXtBlock
 
     stem = Path(name).stem
@@ -67,6 +67,15 @@ def checkpoint(name: str, work: Path) -> Path:
             head = model.model[-1]
             for branch in [*head.cv3, *getattr(head, "one2one_cv3", [])]:
                 branch[-1].bias.zero_()
+            norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            momentum = [m.momentum for m in norms]
+            for m in norms:
+                m.reset_running_stats()
+                m.momentum = None  # a cumulative average: the batch's own statistics
+            model.train()(torch.rand(4, 3, 256, 256, generator=g))
+            for m, v in zip(norms, momentum):
+                m.momentum = v
+        model.eval()
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"model": model, "train_args": {}}, path)
     return path

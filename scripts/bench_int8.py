@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fp32", nargs="*", default=[], metavar="RUN=PREDICTIONS",
                         help="compare: a run's FP32 kept predictions instead of running its checkpoint")
     parser.add_argument("--out", type=Path, help="summary: the JSON to write")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # the checkpoints may follow the options
     {"export": run_export, "compare": run_compare, "summary": run_summary}[args.step](args)
     return 0
 

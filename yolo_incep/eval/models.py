@@ -121,7 +121,6 @@ class Exported:
 
     `yolo` predicts (it loads its own AutoBackend); `backend` is the one loaded for the checks and the timing."""
 
-    source: str
     format: str
     yolo: object
     backend: object = field(repr=False)
@@ -182,7 +181,7 @@ def load_export(source: str, names: list[str], by_index: bool, imgsz: int, batch
                          "names); export it with `yolo export`")
     if meta.get("task", backend.task) != "detect":
         raise InputError(f"model {source}: a {meta.get('task', backend.task)!r} export; compare needs a detection "
-                         "model (or the export has no Ultralytics metadata)")
+                         "model")
     _check_names(source, backend.names, names, by_index)
     args = meta.get("args", {})
     dynamic, fixed = bool(meta.get("dynamic")), [int(v) for v in backend.imgsz]
@@ -201,7 +200,7 @@ def load_export(source: str, names: list[str], by_index: bool, imgsz: int, batch
                          "to score every end-to-end model that way, or export with nms unset")
     quantize = args.get("quantize") or (8 if args.get("int8") else 16 if args.get("half") else None)  # 8.4.0: int8
     precision = {8: "int8", 16: "fp16"}.get(quantize, "fp32" if quantize in (None, 32) else str(quantize))
-    return Exported(source, fmt, YOLO(source, task="detect"), backend, fixed, int(backend.batch), dynamic,
+    return Exported(fmt, YOLO(source, task="detect"), backend, fixed, int(backend.batch), dynamic,
                     int(backend.stride), precision)
 
 
