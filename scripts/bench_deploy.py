@@ -125,8 +125,17 @@ def export_one(name: str, variant: str, work: Path, imgsz: int, calib: dict) -> 
     if got.shape != expected.shape:
         return row | {"error": f"output shape {tuple(got.shape)}, PyTorch's {tuple(expected.shape)}"}
     diff = (got - expected).abs()
-    return row | {"max_abs_diff_boxes": _sig(diff[:, :4].max()), "max_abs_diff_scores": _sig(diff[:, 4:].max()),
-                  "max_abs_boxes": _sig(expected[:, :4].abs().max()), "mean_score": _sig(expected[:, 4:].mean())}
+    row |= {"max_abs_diff_boxes": _sig(diff[:, :4].max()), "max_abs_diff_scores": _sig(diff[:, 4:].max()),
+            "max_abs_boxes": _sig(expected[:, :4].abs().max()), "mean_score": _sig(expected[:, 4:].mean())}
+    if VARIANTS[variant]["format"] == "openvino":  # the precision OpenVINO chose (bf16 on AVX512-BF16 / AMX CPUs)
+        import openvino as ov
+
+        compiled = backend.ov_compiled_model
+        row["runtime_precision"] = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        f32 = ov.Core().compile_model(next(Path(path).glob("*.xml")), "CPU", {"INFERENCE_PRECISION_HINT": ov.Type.f32})
+        diff = (torch.from_numpy(f32(x.numpy())[0]) - expected).abs()
+        row |= {"f32_max_abs_diff_boxes": _sig(diff[:, :4].max()), "f32_max_abs_diff_scores": _sig(diff[:, 4:].max())}
+    return row
 
 
 def _sig(v) -> float:
@@ -198,7 +207,9 @@ def run_table(args) -> None:
             for m in (stock, incep):
                 r = done["models"][m]
                 cells[Path(m).stem] = {k: r[k] for k in ("exported", "loaded", "max_abs_diff_boxes",
-                                                        "max_abs_diff_scores", "max_abs_boxes", "error") if k in r}
+                                                        "max_abs_diff_scores", "max_abs_boxes", "runtime_precision",
+                                                        "f32_max_abs_diff_boxes", "f32_max_abs_diff_scores", "error")
+                                       if k in r}
             ratio = timing.get("ratio", {}).get(incep)
             rows[Path(incep).stem] = cells | ({"latency_vs_stock": ratio} if ratio is not None else {})
         table[variant] = {"runtime": done["runtime"], "pairs": rows}

@@ -6,10 +6,10 @@
     python scripts/bench_int8.py summary --work W --out docs/results/deploy_int8_cpu.json
 
 `export` runs `yolo export` as a user does, `format=openvino quantize=8` (NNCF) and `format=onnx quantize=8` (ONNX
-Runtime static), calibrated on `--calib`'s `--calib-split` at `--imgsz`, for each checkpoint (copied to
-W/NAME/best.pt, the exporter writes beside it). `compare` scores one stock / Inception pair: FP32 (the checkpoint, or
-its kept predictions given by --fp32) and both INT8 exports of every seed, each arm's INT8 drop with its seeds paired
-(`--paired`), and the difference of the drops, Inception minus stock. `summary` keeps the figures.
+Runtime static), calibrated on `--calib`'s `--calib-split` at `--imgsz`, and `format=openvino` (FP32), for each
+checkpoint (copied to W/NAME/best.pt, the exporter writes beside it). `compare` scores one stock / Inception pair:
+FP32 (the checkpoint, or its kept predictions given by --fp32) and the exports of every seed, each arm's drop with
+its seeds paired (`--paired`), and the difference of the drops, Inception minus stock. `summary` keeps the figures.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from pathlib import Path
 
 from yolo_incep.cost import emit_json
 
-PATHS = {"ov8": ("openvino", "best_int8_openvino_model"), "ort8": ("onnx", "best_int8.onnx")}
+# arm suffix -> (format, quantize, what the exporter writes); ov32: OpenVINO's FP32 IR as Ultralytics runs it (bf16
+# arithmetic on CPUs with AVX512-BF16 or AMX), the reference that separates that precision from INT8's
+PATHS = {"ov8": ("openvino", 8, "best_int8_openvino_model"), "ort8": ("onnx", 8, "best_int8.onnx"),
+         "ov32": ("openvino", None, "best_openvino_model")}
 KEYS = ("AP_small@500", "AP@500", "AP50@500", "AP_small@100")
 
 
@@ -37,26 +40,28 @@ def run_export(args) -> None:
         local = folder / "best.pt"
         if not local.is_file():
             shutil.copy(ckpt, local)
-        for path, (fmt, produced) in PATHS.items():
+        for path, (fmt, quantize, produced) in PATHS.items():
             if (folder / produced).exists():
                 continue
             print(f"{name}: {path}", flush=True)
-            YOLO(str(local)).export(format=fmt, quantize=8, data=args.calib, split=args.calib_split,
-                                    imgsz=args.imgsz, batch=1)
+            calib = dict(data=args.calib, split=args.calib_split) if quantize == 8 else {}
+            YOLO(str(local)).export(format=fmt, quantize=quantize, imgsz=args.imgsz, batch=1, **calib)
 
 
 def run_compare(args) -> None:
-    """One pair per call: arms s-fp32, s-ov8, s-ort8, i-fp32, i-ov8, i-ort8 (s: stock, i: Inception)."""
+    """One pair per call: arms s-fp32, s-ov8, s-ort8, s-ov32 and the same with i- (s: stock, i: Inception)."""
     fp32 = dict(s.split("=", 1) for s in args.fp32)
     (stock, stock_runs), (incep, incep_runs) = (part.split("=", 1) for part in args.pair.split(":"))
     arms, paired = [], []
     for tag, runs in (("s", stock_runs.split(",")), ("i", incep_runs.split(","))):
         arms.append(f"{tag}-fp32=" + ",".join(fp32.get(r, str(args.work / r / "best.pt")) for r in runs))
-        for path, (_, produced) in PATHS.items():
+        for path, (_, _, produced) in PATHS.items():
             arms.append(f"{tag}-{path}=" + ",".join(str(args.work / r / produced) for r in runs))
             paired.append(f"{tag}-{path}={tag}-fp32")
+        paired.append(f"{tag}-ov8={tag}-ov32")  # OpenVINO's INT8 against its own FP32 IR, both in its precision
     for path in PATHS:
         paired.append(f"i-{path}=i-fp32,s-{path}=s-fp32")
+    paired.append("i-ov8=i-ov32,s-ov8=s-ov32")
     out = args.work / "reports" / f"{stock}-vs-{incep}"
     cmd = ["yolo-incep", "compare", *arms, "--data", args.data, "--imgsz", str(args.imgsz), "--batch", "1",
            "--out", str(out), *[a for p in paired for a in ("--paired", p)]]
