@@ -10,7 +10,7 @@ biases zeroed (Ultralytics' prior makes a fresh model's scores ~1e-5); nothing i
 
     python scripts/bench_deploy.py export --work W                  # every format: exports, loads, parity
     python scripts/bench_deploy.py time --work W --variant onnx     # one runtime's latencies (exclusive CPU)
-    python scripts/bench_deploy.py table --work W --out docs/results/deploy_cpu.json
+    python scripts/bench_deploy.py table --work W --out docs/results/deploy_cpu.csv
 
 INT8 variants calibrate on `--calib` (a data YAML, its `--calib-split`, the first `--calib-images`): latency and
 parity only; accuracy after INT8 is docs/deploy.md's measurement.
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 import traceback
@@ -189,38 +188,48 @@ def run_time(args) -> None:
 
 
 def run_table(args) -> None:
-    """The compact table: per variant, per pair: exports / loads / max abs diff (stock, incep) / latency ratio."""
-    table = {}
+    """The compact table, one CSV row per variant and pair: exports / loads (stock, Inception), max abs difference to
+    PyTorch FP32 of boxes (px) and scores as the runtime runs by default (and OpenVINO at f32), latency ratio."""
+    import csv
+    import io
+
+    cols = ["variant", "runtime", "runs_at", "pair", "exported", "loaded", "boxes_diff_stock", "boxes_diff_incep",
+            "scores_diff_stock", "scores_diff_incep", "f32_boxes_diff_stock", "f32_boxes_diff_incep",
+            "latency_incep_over_stock"]
+    rows = []
+    pytorch = args.work / "time_pytorch.json"
+    if pytorch.is_file():
+        ratio = json.loads(pytorch.read_text())["ratio"]
+        rows += [["pytorch", f"torch {torch.__version__}", "fp32", Path(i).stem] + [""] * 8 + [ratio.get(i, "")]
+                 for _, i in PAIRS]
     for variant in VARIANTS:
         exp = args.work / f"export_{variant}.json"
         if not exp.is_file():
             continue
         done = json.loads(exp.read_text())
         timed = args.work / f"time_{variant}.json"
-        timing = json.loads(timed.read_text()) if timed.is_file() else {}
+        ratio = json.loads(timed.read_text()).get("ratio", {}) if timed.is_file() else {}
         if "skipped" in done:
-            table[variant] = {"skipped": done["skipped"]}
+            rows.append([variant, done["skipped"]] + [""] * (len(cols) - 2))
             continue
-        rows = {}
         for stock, incep in PAIRS:
-            cells = {}
-            for m in (stock, incep):
-                r = done["models"][m]
-                cells[Path(m).stem] = {k: r[k] for k in ("exported", "loaded", "max_abs_diff_boxes",
-                                                        "max_abs_diff_scores", "max_abs_boxes", "runtime_precision",
-                                                        "f32_max_abs_diff_boxes", "f32_max_abs_diff_scores", "error")
-                                       if k in r}
-            ratio = timing.get("ratio", {}).get(incep)
-            rows[Path(incep).stem] = cells | ({"latency_vs_stock": ratio} if ratio is not None else {})
-        table[variant] = {"runtime": done["runtime"], "pairs": rows}
-    pytorch = args.work / "time_pytorch.json"
-    if pytorch.is_file():
-        table["pytorch"] = {"pairs": {Path(k).stem: {"latency_vs_stock": v}
-                                      for k, v in json.loads(pytorch.read_text())["ratio"].items()}}
-    meta = {"command": "python scripts/bench_deploy.py export|time|table (docs/deploy.md)", "imgsz": args.imgsz,
-            "batch": 1, "machine": f"{platform.machine()} {os.cpu_count()} cores", "torch": torch.__version__,
-            "ultralytics": package_version("ultralytics")}
-    emit_json({"meta": meta, "variants": table}, args.out)
+            s_, i_ = done["models"][stock], done["models"][incep]
+            runs_at = str(i_.get("runtime_precision", "")).removeprefix("<Type: '").removesuffix("'>")
+            rows.append([variant, done["runtime"], runs_at, Path(incep).stem, _both(s_, i_, "exported"),
+                         _both(s_, i_, "loaded"),
+                         s_.get("max_abs_diff_boxes", ""), i_.get("max_abs_diff_boxes", ""),
+                         s_.get("max_abs_diff_scores", ""), i_.get("max_abs_diff_scores", ""),
+                         s_.get("f32_max_abs_diff_boxes", ""), i_.get("f32_max_abs_diff_boxes", ""),
+                         ratio.get(incep, "")])
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows([cols, *rows])
+    print(buf.getvalue())
+    if args.out:
+        atomic_write_bytes(args.out, buf.getvalue())
+
+
+def _both(stock: dict, incep: dict, key: str) -> str:
+    return "/".join("yes" if r.get(key) else "no" for r in (stock, incep))
 
 
 def main(argv: list[str] | None = None) -> int:

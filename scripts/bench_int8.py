@@ -67,7 +67,7 @@ def run_compare(args) -> None:
            "--out", str(out), *[a for p in paired for a in ("--paired", p)]]
     (args.work / "reports").mkdir(parents=True, exist_ok=True)
     (args.work / "reports" / f"{stock}-vs-{incep}.command.txt").write_text(" ".join(cmd) + "\n")
-    subprocess.run(cmd, check=True)
+    subprocess.run([sys.executable, "-m", "yolo_incep.cli", *cmd[1:]], check=True)  # this interpreter's yolo-incep
 
 
 def run_summary(args) -> None:
