@@ -21,13 +21,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from yolo_incep.cost import emit_json
+from yolo_incep.files import atomic_write_bytes
 
 # arm suffix -> (format, quantize, what the exporter writes); ov32: OpenVINO's FP32 IR as Ultralytics runs it (bf16
 # arithmetic on CPUs with AVX512-BF16 or AMX), the reference that separates that precision from INT8's
 PATHS = {"ov8": ("openvino", 8, "best_int8_openvino_model"), "ort8": ("onnx", 8, "best_int8.onnx"),
          "ov32": ("openvino", None, "best_openvino_model")}
-KEYS = ("AP_small@500", "AP@500", "AP50@500", "AP_small@100")
+KEYS = ("AP_small@500", "AP@500")
 
 
 def run_export(args) -> None:
@@ -71,21 +71,24 @@ def run_compare(args) -> None:
 
 
 def run_summary(args) -> None:
-    """Per pair: FP32 and INT8 means, each arm's drop and the difference of drops (AP keys of KEYS), with intervals."""
-    out = {}
+    """Per pair, one line of JSON: each arm's mean of KEYS, each contrast as [value, lo, hi], each row's latency."""
+    lines = []
     for report in sorted((args.work / "reports").glob("*/report.json")):
         r = json.loads(report.read_text())
-        arms = {a["name"]: a for a in r["arms"]}
-        seeds = {a: arms[a]["seeds"] for a in ("s-fp32", "i-fp32")}
-        entry = {"seeds": seeds, "mean": {a: {k: arms[a]["mean"][k] for k in KEYS} for a in arms},
-                 "contrasts": {}}
-        for c in r["contrasts"]:
-            entry["contrasts"][f"{c['arm']} vs {c['reference']}"] = {k: c["delta"][k] for k in KEYS}
-        rows = {m["name"]: m for m in r["models"]}
-        entry["latency_ms"] = {n: m["latency_ms"] for n, m in rows.items()}
-        entry["command"] = (report.parent.parent / f"{report.parent.name}.command.txt").read_text().strip()
-        out[report.parent.name] = entry
-    emit_json(out, args.out)
+        if not r["complete"]:  # a comparison still running, or one that failed
+            continue
+        entry = {"pair": report.parent.name, "seeds": {a["name"]: a["seeds"] for a in r["arms"]},
+                 "mean": {k: {a["name"]: a["mean"][k] for a in r["arms"]} for k in KEYS},
+                 "contrasts": {f"{c['arm']} vs {c['reference']}": {k: [c["delta"][k]["value"],
+                                                                      *c["delta"][k]["ci95"]] for k in KEYS}
+                               for c in r["contrasts"]},
+                 "latency_ms": {m["name"]: m["latency_ms"] for m in r["models"]},
+                 "command": (report.parent.parent / f"{report.parent.name}.command.txt").read_text().strip()}
+        lines.append(json.dumps(entry))
+    text = "[\n" + ",\n".join(lines) + "\n]\n"
+    print(text)
+    if args.out:
+        atomic_write_bytes(args.out, text)
 
 
 def main(argv: list[str] | None = None) -> int:
