@@ -71,7 +71,8 @@ def run_compare(args) -> None:
 
 
 def run_summary(args) -> None:
-    """Per pair, one line of JSON: each arm's mean of KEYS, each contrast as [value, lo, hi], each row's latency."""
+    """Per pair, one line of JSON: each arm's mean of KEYS and each contrast as [value, lo, hi] (latency: the
+    deployment table's, timed interleaved; compare's own, per model in turn on a shared machine, is not kept)."""
     lines = []
     for report in sorted((args.work / "reports").glob("*/report.json")):
         r = json.loads(report.read_text())
@@ -82,7 +83,6 @@ def run_summary(args) -> None:
                  "contrasts": {f"{c['arm']} vs {c['reference']}": {k: [c["delta"][k]["value"],
                                                                       *c["delta"][k]["ci95"]] for k in KEYS}
                                for c in r["contrasts"]},
-                 "latency_ms": {m["name"]: m["latency_ms"] for m in r["models"]},
                  "command": (report.parent.parent / f"{report.parent.name}.command.txt").read_text().strip()}
         lines.append(json.dumps(entry))
     text = "[\n" + ",\n".join(lines) + "\n]\n"
