@@ -237,7 +237,7 @@ def test_unwritable_out_is_refused_before_predicting(data, tmp_path, capsys, mon
 
 
 @pytest.mark.parametrize("name, text, message", [
-    ("notes.txt", "hello\n", "expected a .pt checkpoint, a model YAML (.yaml) or saved predictions (.json, .json.gz, .json.xz), got .txt"),
+    ("notes.txt", "hello\n", "expected a .pt checkpoint, a model YAML (.yaml), an exported model (torchscript, onnx, openvino, ncnn, mnn, executorch, litert, paddle) or saved predictions (.json, .json.gz, .json.xz), got .txt"),
     ("text.pt", "hello\n", "not a loadable Ultralytics checkpoint"),
     ("text.yaml", "hello\n", "not a model YAML"),
     ("unknown.yaml", "nc: 2\nbackbone:\n  - [-1, 1, Conv, [16, 3, 2]]\n  - [-1, 1, Foo, [16]]\n"

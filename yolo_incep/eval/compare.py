@@ -20,10 +20,10 @@ from ..data.yolo import read_data_yaml, refuse_inside_dataset
 from ..errors import InputError
 from ..files import folder_lock
 from ..limits import check_device, check_image_memory
-from . import bootstrap, buckets, coco, predictions
+from . import bootstrap, buckets, coco, paired, predictions
 from .analysis import Analysis
 from .progress import Progress
-from .models import has_sahi, load_model, max_stride, parse_arms, predict, predict_sliced
+from .models import export_format, has_sahi, load_export, load_model, max_stride, parse_arms, predict, predict_sliced
 from .report import CompareReport, Contrast, ModelRow, arm_summary, write_json, write_report
 from .report import format_table  # noqa: F401  (demo and scripts print the table through compare)
 from ..cost import device_name, latency_ms, model_cost
@@ -42,13 +42,15 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                    latency_runs: int = 10, resamples: int = bootstrap.RESAMPLES, seed: int = bootstrap.SEED,
                    versus: dict[str, str] | None = None, verbose: bool = True,
                    map_classes_by_index: bool = False, nms_free: bool = False, ids_by_position: bool = False,
-                   sizes: str = buckets.SIZES[0], cross_check: str | None = None) -> CompareReport:
+                   sizes: str = buckets.SIZES[0], cross_check: str | None = None,
+                   paired_with: list[str] | None = None) -> CompareReport:
     """Evaluate every model on one split and return the typed report (written to `out` when given).
 
-    `models`: '[NAME=]SOURCE[,SOURCE...]' (checkpoint paths or model YAML names; several sources are one arm's
-    training seeds); the first arm is the baseline. `slice_size` > 0 adds SAHI sliced-inference rows. Every
-    non-baseline row and arm gets deltas with 95 % intervals from a paired bootstrap over images (`resamples`,
-    `seed`); `versus` {arm: reference arm} adds those paired differences too (report.contrasts). Everything that
+    `models`: '[NAME=]SOURCE[,SOURCE...]' (checkpoint paths, model YAML names, exported models or saved predictions;
+    several sources are one arm's training seeds); the first arm is the baseline. `slice_size` > 0 adds SAHI
+    sliced-inference rows. Every non-baseline row and arm gets deltas with 95 % intervals from a paired bootstrap over
+    images (`resamples`, `seed`); `versus` {arm: reference arm} adds those paired differences too (report.contrasts),
+    and `paired_with` ('A=B' or 'A=B,C=D') those of arms that are one model in two forms (paired.py). Everything that
     can be checked is checked before the first prediction. `nms_free`: end-to-end models (YOLO26) predict with their
     one-to-one head and no NMS, as `yolo val nms=False`; others with their only head and NMS, as always. `sizes`:
     the size buckets ('coco', 'aitod' or 'both'). `cross_check` ('pycocotools' or 'faster_coco_eval'): also run
@@ -78,13 +80,18 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
             raise InputError(f"--versus {a}={r}: {unknown} is not an arm of this comparison ({', '.join(names)})")
         if a == r:
             raise InputError(f"--versus {a}={r}: an arm against itself")
+    paired_specs = paired.parse(paired_with or [], names, {a.name: len(a.sources) for a in arms})
     images, names = coco.load_data_yaml(data, split)
     sources = [s for a in arms for s in a.sources]  # every model and predictions file checked first
     earlier = [] if out is None else earlier_outputs(Path(out), data, sources)
     saved = {s: predictions.read(s, images, len(names), ids_by_position)
              for s in sources if predictions.is_predictions(s)}
-    yolos = {s: load_model(s, names, map_classes_by_index) for s in sources if s not in saved}
-    stride = max((max_stride(y) for y in yolos.values()), default=1)
+    exported = {s: load_export(s, names, map_classes_by_index, imgsz, batch, device, nms_free, slice_size)
+                for s in sources if s not in saved and export_format(s)}
+    yolos = {s: exported[s].yolo if s in exported else load_model(s, names, map_classes_by_index)
+             for s in sources if s not in saved}
+    stride = max([max_stride(y) for s, y in yolos.items() if s not in exported]
+                 + [e.stride for e in exported.values()], default=1)
     if imgsz % stride:
         lo, hi = imgsz // stride * stride, math.ceil(imgsz / stride) * stride
         raise InputError(f"--imgsz {imgsz}: not a multiple of the models' largest stride {stride} "
@@ -115,9 +122,10 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                     saved[source], row_name, arm.name, verbose,
                     dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, nms_free=nms_free))
             else:
-                yolo = yolos[source]
-                params, gflops = model_cost(yolo.model, imgsz)
-                _log(verbose, f"{row_name}: {params:,} params, {gflops} GFLOPs; predicting {len(images)} images")
+                yolo, export = yolos[source], exported.get(source)
+                params, gflops = (None, None) if export else model_cost(yolo.model, imgsz)  # exports do not say
+                what = f"{export.format} {export.precision} export" if export else f"{params:,} params, {gflops} GFLOPs"
+                _log(verbose, f"{row_name}: {what}; predicting {len(images)} images")
                 t = time.perf_counter()
                 with progress.phase(row_name, "predicting", len(images), "frame") as step:
                     bar = {"progress": step} if progress.enabled else {}
@@ -125,7 +133,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                                               nms=False if nms_free else None, **bar)}
                 elapsed = time.perf_counter() - t
                 predict_s, fps = round(elapsed, 3), round(len(images) / elapsed, 3)
-                lat = {row_name: latency_ms(yolo.model, imgsz, device, reps=latency_runs)}
+                lat = {row_name: export.latency_ms(latency_runs) if export else  # in the export's own runtime
+                       latency_ms(yolo.model, imgsz, device, reps=latency_runs)}
                 slices = {row_name: 0}
                 if slice_size:
                     _log(verbose, f"{row_name}: sliced inference, {slice_size}px slices")
@@ -150,7 +159,8 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                                detections=len(kept), ignored_detections=len(dets) - len(kept),
                                metrics=metrics, predict_s=None if sliced else predict_s,
                                predict_fps=None if sliced else fps,
-                               analysis=Analysis.of(e, gt, kept))
+                               analysis=Analysis.of(e, gt, kept),
+                               export=exported[source].info() if source in exported else None)
                 report.models.append(row)
                 progress.row_done()
                 _log(verbose, f"{name}: AP_small@500 {_fmt(row.flat.get('AP_small@500'))}"
@@ -159,6 +169,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                     write_json(out / f"predictions_{name}.json", kept)
                     write_report(report, out)
     add_deltas(report, scores, versus, seed)
+    report.contrasts += paired.contrasts(report, scores, paired_specs, seed)
     report.bootstrap = {"resamples": resamples, "seed": seed, "images": len(images), "confidence": 0.95,
                         "method": "paired bootstrap over images (the same resampled images for every model), "
                                   "percentile interval; per-image COCO matching re-accumulated per resample; "
@@ -302,9 +313,11 @@ def _fmt(v: float | None) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `yolo-incep compare`."""
     parser.add_argument("models", nargs="+", metavar="MODEL",
-                        help="checkpoint (.pt), model YAML name or saved predictions (COCO results .json / .gz / .xz "
-                             "on this split's images), optionally NAME=MODEL; NAME=a.pt,b.pt is one arm trained "
-                             "with several seeds; the first is the baseline")
+                        help="checkpoint (.pt), model YAML name, exported model (best.onnx, best_openvino_model, "
+                             "best_ncnn_model, best.mnn, best.torchscript, ...: run in its own runtime) or saved "
+                             "predictions (COCO results .json / .gz / .xz on this split's images), optionally "
+                             "NAME=MODEL; NAME=a.pt,b.pt is one arm trained with several seeds; the first is the "
+                             "baseline")
     parser.add_argument("--data", required=True, help="Ultralytics data YAML (YOLO labels, optional ignore/ sidecars)")
     parser.add_argument("--split", default="val", help="split of the data YAML to evaluate (default: val)")
     parser.add_argument("--imgsz", type=int, default=640,
@@ -341,6 +354,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also evaluate every row with this library and record the largest difference to "
                              "compare's own evaluation (default: none; compare follows pycocotools' rules)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no log lines on stderr")
+    parser.add_argument("--paired", action="append", default=[], metavar="ARM=REF[,ARM2=REF2]",
+                        help="ARM's sources are REF's checkpoints in another form (e.g. their INT8 exports), in the "
+                             "same order: ARM - REF with their seeds resampled together; with ARM2=REF2, the "
+                             "difference (ARM - REF) - (ARM2 - REF2), e.g. Inception's INT8 drop minus stock's "
+                             "(repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -352,6 +370,6 @@ def run(args: argparse.Namespace) -> int:
                                 latency_runs=args.latency_runs, resamples=args.resamples, seed=args.seed,
                                 versus=parse_versus(args.versus), map_classes_by_index=args.map_classes_by_index,
                                 nms_free=args.nms_free, ids_by_position=args.ids_by_position, sizes=args.sizes,
-                                cross_check=args.cross_check, verbose=not args.quiet)
+                                cross_check=args.cross_check, verbose=not args.quiet, paired_with=args.paired)
     print(report)
     return 0

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import functools
+import importlib.metadata
+import importlib.util
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, one_line
 
 MODEL_SUFFIXES = {".pt", ".yaml", ".yml"}
+# Exported formats Ultralytics runs on a CPU with a package from the registry: format -> (module the runtime imports,
+# its distribution, our extra). Others (TensorRT, CoreML, the NPU formats) need a device or an OS this is not.
+CPU_RUNTIMES = {"torchscript": ("torch", "torch", None), "onnx": ("onnxruntime", "onnxruntime", "onnx"),
+                "openvino": ("openvino", "openvino", "openvino"), "ncnn": ("ncnn", "ncnn", "ncnn"),
+                "mnn": ("MNN", "MNN", "mnn"), "executorch": ("executorch", "executorch", "executorch"),
+                "litert": ("ai_edge_litert", "ai-edge-litert", "litert"),
+                "paddle": ("paddle", "paddlepaddle", "paddle")}
 
 
 @dataclass
@@ -67,8 +76,9 @@ def load_model(source: str, names: list[str], by_index: bool = False):
     names are the dataset's `names` (or, with `by_index`, only as many: class i is scored as the dataset's class i)."""
     suffix = Path(source).suffix.lower()
     if suffix not in MODEL_SUFFIXES:
-        raise InputError(f"model {source}: expected a .pt checkpoint, a model YAML (.yaml) or saved predictions "
-                         f"(.json, .json.gz, .json.xz), got {suffix or 'no suffix'}")
+        raise InputError(f"model {source}: expected a .pt checkpoint, a model YAML (.yaml), an exported model "
+                         f"({', '.join(CPU_RUNTIMES)}) or saved predictions (.json, .json.gz, .json.xz), got "
+                         f"{suffix or 'no suffix'}")
     yolo = _build(source, names) if suffix in {".yaml", ".yml"} else _load(source)
     from ultralytics.nn.modules import Detect
 
@@ -76,14 +86,130 @@ def load_model(source: str, names: list[str], by_index: bool = False):
     if yolo.task != "detect" or not isinstance(head, Detect):
         raise InputError(f"model {source}: a {yolo.task!r} model with a {type(head).__name__} head; "
                          "compare needs a detection model")
-    if len(yolo.names) != len(names):
-        raise InputError(f"model {source}: {len(yolo.names)} classes, but the dataset names {len(names)}")
-    own = [str(yolo.names[i]) for i in range(len(names))]
-    if own != names and not by_index:
-        i = next(i for i, (a, b) in enumerate(zip(own, names)) if a != b)
-        raise InputError(f"model {source}: class {i} is {own[i]!r}, the dataset's is {names[i]!r} (model {own}, "
-                         f"dataset {names}); pass --map-classes-by-index to score class i as the dataset's class i")
+    _check_names(source, {int(k): v for k, v in yolo.names.items()}, names, by_index)
     return yolo
+
+
+def _check_names(source: str, own: dict[int, str], names: list[str], by_index: bool) -> None:
+    """The model's class names must be the dataset's (with `by_index`, only as many)."""
+    if len(own) != len(names):
+        raise InputError(f"model {source}: {len(own)} classes, but the dataset names {len(names)}")
+    listed = [str(own[i]) for i in range(len(names))]
+    if listed != names and not by_index:
+        i = next(i for i, (a, b) in enumerate(zip(listed, names)) if a != b)
+        raise InputError(f"model {source}: class {i} is {listed[i]!r}, the dataset's is {names[i]!r} (model "
+                         f"{listed}, dataset {names}); pass --map-classes-by-index to score class i as the "
+                         "dataset's class i")
+
+
+def export_format(source: str | Path) -> str | None:
+    """Ultralytics' format name of an exported model ('onnx', 'openvino', 'ncnn', ...) by the name its exporter
+    gives it (`best.onnx`, `best_int8_openvino_model/`); None for a checkpoint, YAML or anything else.
+
+    The longest matching suffix wins ('_edgetpu.tflite' over '.tflite', '_qnn.onnx' over '.onnx')."""
+    from ultralytics.engine.exporter import export_formats
+
+    table = export_formats()
+    name = Path(source).name.lower()
+    found = [(len(s), f) for s, f in zip(table["Suffix"], table["Argument"]) if f != "-" and name.endswith(s.lower())]
+    return max(found)[1] if found else None
+
+
+@dataclass
+class Exported:
+    """An exported model, run by Ultralytics' own runtime wrapper (AutoBackend) as `YOLO(path)` runs it.
+
+    `yolo` predicts (it loads its own AutoBackend); `backend` is the one loaded for the checks and the timing."""
+
+    format: str
+    yolo: object
+    backend: object = field(repr=False)
+    imgsz: list[int]
+    batch: int
+    dynamic: bool
+    stride: int
+    precision: str  # what the export was asked for: fp32, fp16, int8 (its `quantize`)
+
+    def info(self) -> dict:
+        """What the report says of it: format, precision, input it was fixed to, runtime package and version."""
+        dist = CPU_RUNTIMES[self.format][1]
+        return {"format": self.format, "precision": self.precision, "imgsz": None if self.dynamic else self.imgsz,
+                "batch": None if self.dynamic else self.batch, "runtime": f"{dist} {package_version(dist)}"}
+
+    def latency_ms(self, reps: int) -> float:
+        """Median ms per image of the runtime's forward pass on a zero batch of the export's own shape (batch images
+        of imgsz), interleaved-median timing as a checkpoint's; the ms of one call divided by its batch."""
+        import torch
+
+        from ..cost import interleaved_medians
+
+        x = torch.zeros(self.batch, 3, *self.imgsz)
+        return round(interleaved_medians({"m": lambda: self.backend(x)}, reps)["m"] * 1e3 / self.batch, 3)
+
+
+def load_export(source: str, names: list[str], by_index: bool, imgsz: int, batch: int, device: str,
+                nms_free: bool, slice_size: int) -> Exported:
+    """An exported model, checked against the command before anything is predicted: a format Ultralytics runs on
+    this machine with its runtime installed, a detection model with the dataset's classes, exported at `imgsz`
+    (Ultralytics would silently predict a fixed-size export at its own size), a fixed batch that divides `batch`,
+    raw outputs (no NMS inside) and the head `nms_free` asks for."""
+    fmt = export_format(source)
+    path = Path(source)
+    if not path.exists():
+        raise InputError(f"model {source}: no such exported model")
+    if fmt not in CPU_RUNTIMES:
+        raise InputError(f"model {source}: a {fmt!r} export; compare runs the exports Ultralytics runs on a CPU "
+                         f"({', '.join(CPU_RUNTIMES)})")
+    module, dist, extra = CPU_RUNTIMES[fmt]
+    if importlib.util.find_spec(module) is None:  # else Ultralytics would try to pip-install it mid-run
+        raise InputError(f"model {source}: a {fmt} export, but its runtime ({dist}) is not installed: "
+                         f"pip install 'yolo-incep[{extra}]'")
+    if slice_size:
+        raise InputError(f"model {source}: --slice runs a model at the slice size as well as at --imgsz; an exported "
+                         "model has one input size: compare its checkpoint with --slice instead")
+    from ultralytics import YOLO
+    from ultralytics.nn.autobackend import AutoBackend
+    from ultralytics.utils.torch_utils import select_device
+
+    try:
+        backend = AutoBackend(source, device=select_device(device, verbose=False), verbose=False)
+    except Exception as e:  # each runtime raises its own types for a file it cannot read
+        raise InputError(f"model {source}: not a loadable {fmt} export ({one_line(e)})") from e
+    meta = backend.metadata or {}
+    if not meta.get("imgsz"):
+        raise InputError(f"model {source}: a {fmt} file without Ultralytics' export metadata (task, imgsz, class "
+                         "names); export it with `yolo export`")
+    if meta.get("task", backend.task) != "detect":
+        raise InputError(f"model {source}: a {meta.get('task', backend.task)!r} export; compare needs a detection "
+                         "model")
+    _check_names(source, backend.names, names, by_index)
+    args = meta.get("args", {})
+    dynamic, fixed = bool(meta.get("dynamic")), [int(v) for v in backend.imgsz]
+    if not dynamic and fixed != [imgsz, imgsz]:
+        raise InputError(f"model {source}: exported at imgsz {fixed[0] if fixed[0] == fixed[1] else fixed}, this "
+                         f"comparison runs at --imgsz {imgsz}; export again with imgsz={imgsz} (or dynamic=True), "
+                         f"or compare at --imgsz {fixed[0]}")
+    if not dynamic and batch % backend.batch:
+        raise InputError(f"model {source}: exported with a fixed batch of {backend.batch}; --batch {batch} is not a "
+                         f"multiple of it (every call would be padded to {backend.batch} images)")
+    if args.get("nms"):
+        raise InputError(f"model {source}: exported with nms=True (NMS inside the model, at its own conf and "
+                         "max_det); compare scores raw outputs: export with nms unset")
+    if meta.get("end2end") and not nms_free:
+        raise InputError(f"model {source}: exported with the NMS-free one-to-one head (nms=False); pass --nms-free "
+                         "to score every end-to-end model that way, or export with nms unset")
+    quantize = args.get("quantize") or (8 if args.get("int8") else 16 if args.get("half") else None)  # 8.4.0: int8
+    precision = {8: "int8", 16: "fp16"}.get(quantize, "fp32" if quantize in (None, 32) else str(quantize))
+    return Exported(fmt, YOLO(source, task="detect"), backend, fixed, int(backend.batch), dynamic,
+                    int(backend.stride), precision)
+
+
+def package_version(dist: str) -> str:
+    """An installed distribution's version, "?" when it is not installed."""
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def _build(source: str, names: list[str]):

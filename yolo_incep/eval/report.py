@@ -35,6 +35,7 @@ class ModelRow:
     predict_fps: float | None = None  # frames per second of whole-frame prediction (a checkpoint's rows only)
     delta: dict[str, Delta] | None = None  # against the baseline arm; None for the baseline's own rows
     analysis: Analysis | None = None  # errors by size, PR curves, small-object confusion
+    export: dict | None = None  # an exported model: format, precision, fixed imgsz/batch, runtime (models.Exported)
 
     @property
     def flat(self) -> dict[str, float | None]:
@@ -48,6 +49,7 @@ class ModelRow:
                "ignored_detections": self.ignored_detections}
         out |= {} if self.predict_s is None else {"predict_s": self.predict_s, "predict_fps": self.predict_fps}
         out |= self.metrics | {"arm": self.arm} | _deltas_json(self.delta)
+        out |= {} if self.export is None else {"export": self.export}
         return out | ({} if self.analysis is None else self.analysis.to_json())
 
 
