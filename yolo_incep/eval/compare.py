@@ -117,12 +117,13 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
     for arm in arms:
         for row_name, source in zip(arm.row_names(), arm.sources):
             predict_s = fps = None  # nothing is predicted for saved detections
+            export = exported.get(source)
             if source in saved:
                 runs, lat, (params, gflops), slices = _saved_rows(
                     saved[source], row_name, arm.name, verbose,
                     dict(imgsz=imgsz, conf=conf, iou=iou, max_det=max_det, nms_free=nms_free))
             else:
-                yolo, export = yolos[source], exported.get(source)
+                yolo = yolos[source]
                 params, gflops = (None, None) if export else model_cost(yolo.model, imgsz)  # exports do not say
                 what = f"{export.format} {export.precision} export" if export else f"{params:,} params, {gflops} GFLOPs"
                 _log(verbose, f"{row_name}: {what}; predicting {len(images)} images")
@@ -160,7 +161,7 @@ def compare_models(models: list[str], data: str | Path, split: str = "val", imgs
                                metrics=metrics, predict_s=None if sliced else predict_s,
                                predict_fps=None if sliced else fps,
                                analysis=Analysis.of(e, gt, kept),
-                               export=exported[source].info() if source in exported else None)
+                               export=export.info() if export else None)
                 report.models.append(row)
                 progress.row_done()
                 _log(verbose, f"{name}: AP_small@500 {_fmt(row.flat.get('AP_small@500'))}"

@@ -47,9 +47,9 @@ def contrasts(report: CompareReport, scores: dict[str, dict[str, np.ndarray]], s
     """One Contrast per spec: A - B for one pair, (A - B) - (C - D) for two, on arm means over seeds; `scores` maps a
     row name to its metric values on the shared image resamples (compare's), arms as in `report.arms`."""
     arms = {a.name: a for a in report.arms if not a.sliced}
+    keys = bootstrap.delta_keys(report.sizes)  # the buckets of --sizes
     out = []
     for i, pairs in enumerate(specs):
-        keys = [k for k in bootstrap.DELTA_KEYS if all(k in arms[n].mean for p in pairs for n in p)]  # --sizes
         value: dict[str, float | None] = {k: 0.0 for k in keys}
         other = {k: 0.0 for k in keys}  # resampled A (+ D): minus `base` it is the spec's difference
         base = {k: 0.0 for k in keys}
