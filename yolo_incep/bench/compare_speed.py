@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                "load_average_1_5_15": [round(v, 2) for v in load], "python": sys.version.split()[0]}
     print(table(results))
     print(f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end")
-    if args.json:
-        args.json.write_text(json.dumps(summary, indent=1))
+    if args.json:  # atomic: an interrupted run leaves the earlier figures whole
+        from ..files import atomic_write_bytes
+
+        atomic_write_bytes(args.json, json.dumps(summary, indent=1))
     return 0
 
 
